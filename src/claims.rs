@@ -1,0 +1,334 @@
+//! JWT claims: one value shape for both claim sources.
+//!
+//! - `verified`: Envoy's jwt_authn wrote the payload into dynamic metadata; the host
+//!   returns each claim in Envoy's property serialization (see [`from_envoy_bytes`]).
+//! - `unverified_bearer`: the payload of `Authorization: Bearer <jwt>`, decoded here
+//!   WITHOUT checking the signature (see [`bearer_payload`]).
+
+use serde_json::Value;
+
+/// A claim as the matchers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// A string, or a number or boolean in its JSON text (`42`, `1.5`, `true`).
+    Scalar(String),
+    /// A list; its scalar elements as text.
+    List(Vec<String>),
+    /// A JSON object: only `present` can match it.
+    Object,
+}
+
+impl Claim {
+    /// The claim as a sticky key: only a non-empty scalar identifies a user.
+    pub fn as_key(&self) -> Option<&[u8]> {
+        match self {
+            Claim::Scalar(s) if !s.is_empty() => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+/// A claim name split on `.` once at configure time (`realm_access.roles`).
+pub type ClaimPath = [String];
+
+/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
+    let scheme = authorization.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = authorization.get(7..)?;
+    let start = token.iter().position(|&b| b != b' ')?;
+    let token = token.get(start..)?;
+    let end = token.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
+    token.get(..end).filter(|t| !t.is_empty())
+}
+
+/// The JSON object in the middle segment of a compact JWS, or `None` for anything
+/// that is not exactly `header.payload.signature` with a base64url JSON object.
+pub fn bearer_payload(token: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    let mut parts = token.split(|&b| b == b'.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    match serde_json::from_slice(&base64url_decode(payload)?).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// The claim at `path` in a decoded payload; `null` counts as absent.
+pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Option<Claim> {
+    let (first, rest) = path.split_first()?;
+    let mut value = payload.get(first)?;
+    for segment in rest {
+        value = value.as_object()?.get(segment)?;
+    }
+    match value {
+        Value::Null => None,
+        Value::Array(items) => Some(Claim::List(items.iter().filter_map(scalar_text).collect())),
+        Value::Object(_) => Some(Claim::Object),
+        scalar => scalar_text(scalar).map(Claim::Scalar),
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A claim as Envoy's `get_property` returns a `google.protobuf.Value` from
+/// jwt_authn's metadata (observed on Envoy 1.40, see ENVOY-NOTES):
+/// - a string: its raw bytes;
+/// - a number: 8 bytes, a little-endian f64;
+/// - a bool: 1 byte;
+/// - a list or object: the pairs map (u32 count, u32 key/value sizes, then each
+///   key and value NUL-terminated); a list's elements are the keys, values empty.
+///
+/// The bytes carry no type tag, so text wins whenever the bytes read as printable
+/// UTF-8; only then are the binary shapes tried.
+pub fn from_envoy_bytes(bytes: &[u8]) -> Claim {
+    if let Some(pairs) = parse_pairs(bytes) {
+        return if pairs.iter().all(|(_, v)| v.is_empty()) {
+            Claim::List(pairs.into_iter().map(|(k, _)| k).collect())
+        } else {
+            Claim::Object
+        };
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text.chars().any(char::is_control) {
+            return Claim::Scalar(text.to_owned());
+        }
+    }
+    match bytes {
+        [b] if *b <= 1 => Claim::Scalar((*b == 1).to_string()),
+        _ => match <[u8; 8]>::try_from(bytes) {
+            Ok(raw) => Claim::Scalar(number_text(f64::from_le_bytes(raw))),
+            Err(_) => Claim::Scalar(String::from_utf8_lossy(bytes).into_owned()),
+        },
+    }
+}
+
+/// A number as JSON would print it: integers without a fraction.
+fn number_text(n: f64) -> String {
+    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
+    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(raw)).ok()
+}
+
+/// Envoy's serialized pairs map; `None` unless `bytes` is exactly one.
+fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+    let count = read_u32(bytes, 0)?;
+    // Each pair needs 8 bytes of sizes and 2 NULs: rules out huge counts early.
+    if count == 0 || count > bytes.len() / 10 {
+        return None;
+    }
+    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let key_len = read_u32(bytes, 4 + i * 8)?;
+        let value_len = read_u32(bytes, 8 + i * 8)?;
+        let key = take_nul_terminated(bytes, &mut data, key_len)?;
+        let value = take_nul_terminated(bytes, &mut data, value_len)?;
+        pairs.push((key, value));
+    }
+    (data == bytes.len()).then_some(pairs)
+}
+
+fn take_nul_terminated(bytes: &[u8], at: &mut usize, len: usize) -> Option<String> {
+    let end = at.checked_add(len)?;
+    let text = std::str::from_utf8(bytes.get(*at..end)?).ok()?.to_owned();
+    if *bytes.get(end)? != 0 {
+        return None;
+    }
+    *at = end + 1;
+    Some(text)
+}
+
+/// base64url (RFC 4648 §5), padding optional; `None` on any other byte.
+pub fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let input = match input.iter().position(|&b| b == b'=') {
+        Some(pad) if input.get(pad..)?.iter().all(|&b| b == b'=') => input.get(..pad)?,
+        Some(_) => return None,
+        None => input,
+    };
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0u32;
+    for &c in input {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> Vec<String> {
+        s.split('.').map(str::to_owned).collect()
+    }
+
+    fn b64(data: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in data.chunks(3) {
+            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
+                << (8 * (3 - chunk.len()));
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64url_round_trips() {
+        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\xff\xfe\xfd\x00"] {
+            assert_eq!(base64url_decode(b64(data).as_bytes()).unwrap(), data);
+        }
+        assert_eq!(base64url_decode(b"Zm9vYg==").unwrap(), b"foob");
+        assert_eq!(base64url_decode(b"Zm9v+g"), None);
+        assert_eq!(base64url_decode(b"Z"), None);
+        assert_eq!(base64url_decode(b"Zm=9"), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer   abc  "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearer"), None);
+    }
+
+    #[test]
+    fn payload_of_a_compact_jws() {
+        let token = format!("e30.{}.sig", b64(br#"{"sub":"alice","n":{"r":["a"]}}"#));
+        let payload = bearer_payload(token.as_bytes()).unwrap();
+        assert_eq!(
+            lookup(&payload, &path("sub")),
+            Some(Claim::Scalar("alice".into()))
+        );
+        assert_eq!(
+            lookup(&payload, &path("n.r")),
+            Some(Claim::List(vec!["a".into()]))
+        );
+        assert_eq!(lookup(&payload, &path("n")), Some(Claim::Object));
+        assert_eq!(lookup(&payload, &path("n.x")), None);
+        assert_eq!(lookup(&payload, &path("sub.x")), None);
+    }
+
+    #[test]
+    fn malformed_tokens_have_no_payload() {
+        let not_object = format!("e30.{}.sig", b64(b"[1,2]"));
+        let not_json = format!("e30.{}.sig", b64(b"hello"));
+        for token in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "!!!.@@@.###",
+            not_object.as_str(),
+            not_json.as_str(),
+        ] {
+            assert!(bearer_payload(token.as_bytes()).is_none(), "{token}");
+        }
+    }
+
+    #[test]
+    fn every_json_type_as_a_claim() {
+        let token = format!(
+            "e30.{}.x",
+            b64(br#"{"s":"x","i":42,"f":1.5,"t":true,"z":null,"l":["a",2,false,null,{}]}"#)
+        );
+        let p = bearer_payload(token.as_bytes()).unwrap();
+        assert_eq!(lookup(&p, &path("s")), Some(Claim::Scalar("x".into())));
+        assert_eq!(lookup(&p, &path("i")), Some(Claim::Scalar("42".into())));
+        assert_eq!(lookup(&p, &path("f")), Some(Claim::Scalar("1.5".into())));
+        assert_eq!(lookup(&p, &path("t")), Some(Claim::Scalar("true".into())));
+        assert_eq!(lookup(&p, &path("z")), None);
+        assert_eq!(
+            lookup(&p, &path("l")),
+            Some(Claim::List(vec!["a".into(), "2".into(), "false".into()]))
+        );
+    }
+
+    fn pairs(entries: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in entries {
+            out.extend((k.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in entries {
+            out.extend(k.as_bytes());
+            out.push(0);
+            out.extend(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn envoy_serializations() {
+        assert_eq!(from_envoy_bytes(b"alice"), Claim::Scalar("alice".into()));
+        assert_eq!(
+            from_envoy_bytes(b"12345678"),
+            Claim::Scalar("12345678".into())
+        );
+        assert_eq!(
+            from_envoy_bytes(&42f64.to_le_bytes()),
+            Claim::Scalar("42".into())
+        );
+        assert_eq!(
+            from_envoy_bytes(&1.5f64.to_le_bytes()),
+            Claim::Scalar("1.5".into())
+        );
+        assert_eq!(from_envoy_bytes(&[1]), Claim::Scalar("true".into()));
+        assert_eq!(
+            from_envoy_bytes(&pairs(&[("staff", ""), ("beta", "")])),
+            Claim::List(vec!["staff".into(), "beta".into()])
+        );
+        assert_eq!(from_envoy_bytes(&pairs(&[("k", "v")])), Claim::Object);
+        // Truncated pairs fall back to text, never panic.
+        let mut broken = pairs(&[("staff", "")]);
+        broken.pop();
+        assert!(matches!(from_envoy_bytes(&broken), Claim::Scalar(_)));
+    }
+
+    #[test]
+    fn keys_are_non_empty_scalars() {
+        assert_eq!(Claim::Scalar("a".into()).as_key(), Some(&b"a"[..]));
+        assert_eq!(Claim::Scalar(String::new()).as_key(), None);
+        assert_eq!(Claim::List(vec!["a".into()]).as_key(), None);
+        assert_eq!(Claim::Object.as_key(), None);
+    }
+}

@@ -1,0 +1,210 @@
+use super::*;
+use crate::request::JwtSource;
+use crate::rules::{Operator, Source};
+
+pub(crate) const CONTRACT: &str = r#"{
+  "subsets": [ {"name": "v1", "weight": 90}, {"name": "v2", "weight": 10} ],
+  "default_subset": "v1",
+  "header": "x-canary-subset",
+  "metrics_prefix": "canary",
+  "sticky": {
+    "keys": [ {"jwt_claim": "sub"}, {"cookie": "session_id"}, {"header": "x-user-id"} ],
+    "seed": "api-2026-11"
+  },
+  "jwt": { "source": "verified", "metadata_key": "payload" },
+  "rules": [
+    {"name": "qa",      "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}},
+    {"name": "beta",    "subset": "v2", "match": {"cookie": {"name": "beta", "exact": "true"}}},
+    {"name": "staff",   "subset": "v2", "match": {"jwt_claim": {"name": "groups", "contains": "staff"}}},
+    {"name": "tenants", "subset": "v2", "match": {"jwt_claim": {"name": "tenant", "in": ["acme", "globex"]}}},
+    {"name": "legacy",  "subset": "v1", "match": {"header": {"name": "user-agent", "prefix": "LegacyApp/"}}}
+  ]
+}"#;
+
+fn err(json: &str) -> String {
+    load(json.as_bytes()).unwrap_err().to_string()
+}
+
+#[test]
+fn the_contract_example_compiles() {
+    let loaded = load(CONTRACT.as_bytes()).unwrap();
+    let r = &loaded.router;
+    assert_eq!(r.subsets, ["v1", "v2"]);
+    assert_eq!(r.weights_bp, [9000, 1000]);
+    assert_eq!(r.default_subset, 0);
+    assert_eq!(r.header, "x-canary-subset");
+    assert_eq!(r.seed, "api-2026-11");
+    assert_eq!(
+        r.jwt,
+        JwtSource::Verified {
+            metadata_key: "payload".into()
+        }
+    );
+    assert_eq!(r.rules.len(), 5);
+    let labels: Vec<&str> = r.sticky_keys.iter().map(|k| k.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["jwt_claim:sub", "cookie:session_id", "header:x-user-id"]
+    );
+    assert!(loaded.warnings.is_empty());
+    assert_eq!(r.metrics.rule_matches[2], "canary.rule.staff.matches");
+}
+
+#[test]
+fn only_subsets_is_required() {
+    let r = load(br#"{"subsets":[{"name":"stable","weight":100}]}"#)
+        .unwrap()
+        .router;
+    assert_eq!(r.default_subset, 0);
+    assert_eq!(r.header, "x-canary-subset");
+    assert_eq!(
+        r.metrics.requests[0][0],
+        "canary.subset.stable.reason.rule.requests"
+    );
+    assert!(r.sticky_keys.is_empty());
+    assert!(r.rules.is_empty());
+    assert_eq!(
+        r.jwt,
+        JwtSource::Verified {
+            metadata_key: "payload".into()
+        }
+    );
+}
+
+#[test]
+fn names_are_normalised_and_compiled() {
+    let r = load(
+        br#"{"subsets":[{"name":"a","weight":50},{"name":"b","weight":50}],
+             "header":"X-Route-To", "default_subset":"b",
+             "rules":[{"name":"r","subset":"b","match":{"header":{"name":"X-Tenant","in":["x","y"]}}},
+                      {"name":"n","subset":"a","match":{"jwt_claim":{"name":"realm_access.roles","regex":"adm.*"}}}]}"#,
+    )
+    .unwrap()
+    .router;
+    assert_eq!(r.header, "x-route-to");
+    assert_eq!(r.default_subset, 1);
+    let rules = r.rules.rules();
+    assert!(matches!(&rules[0].source, Source::Header(h) if h == "x-tenant"));
+    assert!(matches!(&rules[0].operator, Operator::In(set) if set.len() == 2));
+    assert!(matches!(&rules[1].source, Source::Claim(p) if p == &["realm_access", "roles"]));
+}
+
+#[test]
+fn weights_in_hundredths() {
+    let r = load(br#"{"subsets":[{"name":"a","weight":66.67},{"name":"b","weight":33.33}]}"#)
+        .unwrap()
+        .router;
+    assert_eq!(r.weights_bp, [6667, 3333]);
+    let r = load(br#"{"subsets":[{"name":"a","weight":99.99},{"name":"b","weight":0.01}]}"#)
+        .unwrap()
+        .router;
+    assert_eq!(r.weights_bp, [9999, 1]);
+}
+
+#[test]
+fn one_line_errors_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("", "config: (root): configuration is empty; want a JSON object with at least \"subsets\""),
+        ("  \n", "config: (root): configuration is empty"),
+        ("{}", "config: (root): missing field `subsets`"),
+        ("{\"subsets\": [", "config: subsets: EOF while parsing"),
+        ("[1]", "config: (root): want a JSON object"),
+        ("not json", "config: (root): want a JSON object"),
+        (r#"{"subsets":[{"name":"v1","weight":100}]} x"#, "config: (root): trailing characters"),
+        (r#"{"subsets":[]}"#, "config: subsets: want 1 to 16 subsets, got 0"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":30}]}"#,
+            "config: subsets[1].weight: weights sum to 120, want 100"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":9.99}]}"#,
+            "config: subsets[1].weight: weights sum to 99.99, want 100"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","wieght":10}]}"#,
+            "config: subsets[1].wieght: unknown field `wieght`, expected `name` or `weight`"),
+        (r#"{"subsets":[{"name":"v1","weight":90.005},{"name":"v2","weight":9.995}]}"#,
+            "config: subsets[0].weight: 90.005 has more than two decimals"),
+        (r#"{"subsets":[{"name":"v1","weight":-1},{"name":"v2","weight":101}]}"#,
+            "config: subsets[0].weight: -1 is not a percentage between 0 and 100"),
+        (r#"{"subsets":[{"name":"v1","weight":"100"}]}"#,
+            "config: subsets[0].weight: invalid type: string \"100\", expected f64"),
+        (r#"{"subsets":[{"name":"V1","weight":100}]}"#,
+            "config: subsets[0].name: \"V1\" is not a valid subset name (want [a-z0-9][a-z0-9_-]{0,62})"),
+        (r#"{"subsets":[{"name":"v1","weight":50},{"name":"v1","weight":50}]}"#,
+            "config: subsets[1].name: duplicate subset \"v1\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"default_subset":"v3"}"#,
+            "config: default_subset: \"v3\" is not a listed subset (have v1)"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"header":"bad header"}"#,
+            "config: header: \"bad header\" is not a valid HTTP header name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"metrics_prefix":"a..b"}"#,
+            "config: metrics_prefix: \"a..b\" is not a valid stats prefix"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"trust-me"}}"#,
+            "config: jwt.source: unknown variant `trust-me`, expected `verified` or `unverified_bearer`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"unverified_bearer","metadata_key":"p"}}"#,
+            "config: jwt.metadata_key: only applies to source \"verified\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"cookie":"a","header":"b"}]}}"#,
+            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header; got 2 (cookie, header)"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{}]}}"#,
+            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header; got none"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"jwt_claim":"a..b"}]}}"#,
+            "config: sticky.keys[0].jwt_claim: \"a..b\" is not a claim name or dotted path"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"seeds":"x"}}"#,
+            "config: sticky.seeds: unknown field `seeds`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v2","match":{"header":{"name":"a","exact":"b"}}}]}"#,
+            "config: rules[0].subset: \"v2\" is not a listed subset (have v1)"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exact":"b","prefix":"c"}}}]}"#,
+            "config: rules[0].match.header: want exactly one of exact, prefix, present, in, contains, regex; got 2 (exact, prefix)"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a"}}}]}"#,
+            "config: rules[0].match.header: want exactly one of exact, prefix, present, in, contains, regex; got none"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exat":"b"}}}]}"#,
+            "config: rules[0].match.header.exat: unknown field `exat`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{}}]}"#,
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim; got none"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exact":"b"},"cookie":{"name":"a","exact":"b"}}}]}"#,
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim; got 2 (header, cookie)"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","regex":"(unclosed"}}}]}"#,
+            "config: rules[0].match.header.regex: invalid regex \"(unclosed\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","in":[]}}}]}"#,
+            "config: rules[0].match.header.in: empty list: the rule could never match"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"jwt_claim":{"name":"scope","contains":"a b"}}}]}"#,
+            "config: rules[0].match.jwt_claim.contains: want one non-empty token"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"R.1","subset":"v1","match":{"header":{"name":"a","exact":"b"}}}]}"#,
+            "config: rules[0].name: \"R.1\" is not a valid rule name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exact":"b"}}},{"name":"r","subset":"v1","match":{"cookie":{"name":"a","exact":"b"}}}]}"#,
+            "config: rules[1].name: duplicate rule name \"r\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"cookie":{"name":"a;b","exact":"b"}}}]}"#,
+            "config: rules[0].match.cookie.name: \"a;b\" is not a valid cookie name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","present":"yes"}}}]}"#,
+            "config: rules[0].match.header.present: invalid type: string \"yes\", expected a boolean"),
+    ];
+    for (json, want) in cases {
+        let got = err(json);
+        assert!(
+            got.starts_with(want),
+            "config {json}\n got: {got}\nwant: {want}…"
+        );
+        assert!(!got.contains('\n'), "one line: {got}");
+    }
+}
+
+#[test]
+fn seventeen_subsets_are_refused() {
+    let subsets: Vec<String> = (0..17)
+        .map(|i| {
+            format!(
+                r#"{{"name":"s{i}","weight":{}}}"#,
+                if i == 0 { 100 } else { 0 }
+            )
+        })
+        .collect();
+    let json = format!(r#"{{"subsets":[{}]}}"#, subsets.join(","));
+    assert_eq!(err(&json), "config: subsets: want 1 to 16 subsets, got 17");
+}
+
+#[test]
+fn unverified_claims_warn() {
+    let loaded = load(
+        br#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"unverified_bearer"},
+             "sticky":{"keys":[{"jwt_claim":"sub"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(loaded.router.jwt, JwtSource::UnverifiedBearer);
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].contains("WITHOUT checking the signature"));
+}

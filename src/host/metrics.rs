@@ -1,0 +1,79 @@
+//! Metric ids, defined once per configuration in the shape of `MetricNames`.
+
+use std::fmt;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+use crate::decide::Reason;
+use crate::metrics::{MetricNames, ResponseClass};
+
+pub(crate) struct MetricIds {
+    requests: Vec<Vec<u32>>,
+    rule_matches: Vec<u32>,
+    responses: Vec<Vec<u32>>,
+}
+
+pub(crate) struct DefineError {
+    name: String,
+    status: proxy_wasm::types::Status,
+}
+
+impl fmt::Display for DefineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cannot define metric {}: host status {:?}",
+            self.name, self.status
+        )
+    }
+}
+
+fn counter(name: &str) -> Result<u32, DefineError> {
+    hostcalls::define_metric(MetricType::Counter, name).map_err(|status| DefineError {
+        name: name.to_owned(),
+        status,
+    })
+}
+
+fn counters(names: &[String]) -> Result<Vec<u32>, DefineError> {
+    names.iter().map(|n| counter(n)).collect()
+}
+
+impl MetricIds {
+    pub fn define(names: &MetricNames) -> Result<MetricIds, DefineError> {
+        Ok(MetricIds {
+            requests: names
+                .requests
+                .iter()
+                .map(|row| counters(row))
+                .collect::<Result<_, _>>()?,
+            rule_matches: counters(&names.rule_matches)?,
+            responses: names
+                .responses
+                .iter()
+                .map(|row| counters(row))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    pub fn request(&self, subset: usize, reason: Reason) -> Option<u32> {
+        self.requests.get(subset)?.get(reason as usize).copied()
+    }
+
+    pub fn rule_match(&self, rule: usize) -> Option<u32> {
+        self.rule_matches.get(rule).copied()
+    }
+
+    pub fn response(&self, subset: usize, class: ResponseClass) -> Option<u32> {
+        let index = ResponseClass::ALL.iter().position(|c| *c == class)?;
+        self.responses.get(subset)?.get(index).copied()
+    }
+}
+
+/// Add one; a failed increment is not worth failing or logging a request over.
+pub(crate) fn increment(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}

@@ -1,0 +1,121 @@
+//! The only module that talks to `proxy_wasm`: the root context (configure, define
+//! metrics, swap the router) and the HTTP context (adapt the request, apply and
+//! count the decision). Host calls go through `hostcalls` so that every failure is
+//! a `Result` we handle, never a panic inside an SDK convenience wrapper.
+
+mod http;
+mod metrics;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use log::{error, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{ContextType, LogLevel};
+
+use crate::config;
+use crate::rng::SplitMix64;
+
+use self::http::CanaryHttp;
+use self::metrics::MetricIds;
+
+/// A configuration ready to serve: the compiled router and its metric ids.
+pub(crate) struct Active {
+    pub router: crate::router::Router,
+    pub metrics: MetricIds,
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(CanaryRoot::new()) });
+}}
+
+struct CanaryRoot {
+    /// `None` until a configuration has been accepted.
+    active: Option<Rc<Active>>,
+    /// One generator per VM (VMs are single-threaded), shared by its requests.
+    rng: Rc<RefCell<SplitMix64>>,
+}
+
+impl CanaryRoot {
+    fn new() -> CanaryRoot {
+        let rng = SplitMix64::from_entropy().unwrap_or_else(|| {
+            // Never a fixed seed: fall back to the clock, and say so.
+            warn!("canary-router: no entropy from the host; seeding random choices from the clock");
+            let nanos = hostcalls::get_current_time()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as u64);
+            SplitMix64::new(nanos)
+        });
+        CanaryRoot {
+            active: None,
+            rng: Rc::new(RefCell::new(rng)),
+        }
+    }
+}
+
+impl Context for CanaryRoot {}
+
+impl RootContext for CanaryRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = match hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        ) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                error!(
+                    "canary-router: cannot read the plugin configuration: host status {status:?}"
+                );
+                return false;
+            }
+        };
+        let loaded = match config::load(&bytes) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!("canary-router: {e}");
+                return false;
+            }
+        };
+        let metrics = match MetricIds::define(&loaded.router.metrics) {
+            Ok(ids) => ids,
+            Err(e) => {
+                error!("canary-router: {e}");
+                return false;
+            }
+        };
+        for warning in &loaded.warnings {
+            warn!("canary-router: {warning}");
+        }
+        let router = loaded.router;
+        info!(
+            "canary-router: configured: subsets {}, {} rule(s), {} sticky key(s), header {}",
+            router
+                .subsets
+                .iter()
+                .zip(&router.weights_bp)
+                .map(|(s, w)| format!("{s}={}.{:02}%", w / 100, w % 100))
+                .collect::<Vec<_>>()
+                .join(" "),
+            router.rules.len(),
+            router.sticky_keys.len(),
+            router.header,
+        );
+        self.active = Some(Rc::new(Active { router, metrics }));
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(CanaryHttp::new(
+            self.active.clone(),
+            self.rng.clone(),
+        )))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

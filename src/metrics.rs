@@ -1,0 +1,131 @@
+//! Metric names, in one place. Defined once per configuration (never per request);
+//! Envoy shows them under `wasmcustom.` at `/stats`.
+//!
+//! - `<prefix>.subset.<subset>.reason.<reason>.requests`
+//! - `<prefix>.rule.<rule>.matches`
+//! - `<prefix>.subset.<subset>.responses.<class>`
+
+use crate::decide::Reason;
+
+/// A response status class, as counted per subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseClass {
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+}
+
+impl ResponseClass {
+    pub const ALL: [ResponseClass; 4] = [
+        ResponseClass::Success,
+        ResponseClass::Redirect,
+        ResponseClass::ClientError,
+        ResponseClass::ServerError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseClass::Success => "2xx",
+            ResponseClass::Redirect => "3xx",
+            ResponseClass::ClientError => "4xx",
+            ResponseClass::ServerError => "5xx",
+        }
+    }
+
+    /// The class of an HTTP `:status` value; `None` for 1xx and anything unreadable.
+    pub fn from_status(status: &[u8]) -> Option<ResponseClass> {
+        match status {
+            [b'2', _, _] => Some(ResponseClass::Success),
+            [b'3', _, _] => Some(ResponseClass::Redirect),
+            [b'4', _, _] => Some(ResponseClass::ClientError),
+            [b'5', _, _] => Some(ResponseClass::ServerError),
+            _ => None,
+        }
+    }
+}
+
+/// Every metric name of one configuration, laid out so the host can keep ids in the
+/// same shape and index them without formatting anything per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricNames {
+    /// `[subset][reason]`
+    pub requests: Vec<Vec<String>>,
+    /// `[rule]`
+    pub rule_matches: Vec<String>,
+    /// `[subset][class]`
+    pub responses: Vec<Vec<String>>,
+}
+
+impl MetricNames {
+    pub fn new(prefix: &str, subsets: &[String], rules: &[String]) -> MetricNames {
+        MetricNames {
+            requests: subsets
+                .iter()
+                .map(|s| {
+                    Reason::ALL
+                        .iter()
+                        .map(|r| format!("{prefix}.subset.{s}.reason.{}.requests", r.as_str()))
+                        .collect()
+                })
+                .collect(),
+            rule_matches: rules
+                .iter()
+                .map(|r| format!("{prefix}.rule.{r}.matches"))
+                .collect(),
+            responses: subsets
+                .iter()
+                .map(|s| {
+                    ResponseClass::ALL
+                        .iter()
+                        .map(|c| format!("{prefix}.subset.{s}.responses.{}", c.as_str()))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        let names = MetricNames::new("canary", &["v1".into(), "v2".into()], &["qa".into()]);
+        assert_eq!(
+            names.requests[1][Reason::Rule as usize],
+            "canary.subset.v2.reason.rule.requests"
+        );
+        assert_eq!(
+            names.requests[0][Reason::Hash as usize],
+            "canary.subset.v1.reason.hash.requests"
+        );
+        assert_eq!(names.rule_matches, ["canary.rule.qa.matches"]);
+        assert_eq!(names.responses[1][3], "canary.subset.v2.responses.5xx");
+        assert_eq!(names.requests[0].len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(
+            ResponseClass::from_status(b"200"),
+            Some(ResponseClass::Success)
+        );
+        assert_eq!(
+            ResponseClass::from_status(b"302"),
+            Some(ResponseClass::Redirect)
+        );
+        assert_eq!(
+            ResponseClass::from_status(b"404"),
+            Some(ResponseClass::ClientError)
+        );
+        assert_eq!(
+            ResponseClass::from_status(b"503"),
+            Some(ResponseClass::ServerError)
+        );
+        assert_eq!(ResponseClass::from_status(b"101"), None);
+        assert_eq!(ResponseClass::from_status(b"20"), None);
+        assert_eq!(ResponseClass::from_status(b""), None);
+    }
+}

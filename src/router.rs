@@ -1,0 +1,40 @@
+//! The compiled configuration: everything the request path reads, prepared once.
+
+use crate::bucket::Split;
+use crate::metrics::MetricNames;
+use crate::request::JwtSource;
+use crate::rules::{RuleSet, Source};
+
+/// A ready-to-run configuration. Built only by `config::load`, so every index in it
+/// is valid (rule subsets, the default subset, bucket ranges).
+#[derive(Debug, Clone)]
+pub struct Router {
+    /// Subset names in configuration order; a subset is referred to by index.
+    pub subsets: Vec<String>,
+    /// Weights in basis points (0.01 %), same order as `subsets`.
+    pub weights_bp: Vec<u16>,
+    pub split: Split,
+    pub default_subset: usize,
+    /// Lowercase name of the routing header the filter writes.
+    pub header: String,
+    pub metrics: MetricNames,
+    pub sticky_keys: Vec<StickyKey>,
+    pub seed: String,
+    pub jwt: JwtSource,
+    pub rules: RuleSet,
+}
+
+/// A sticky key source, in priority order.
+#[derive(Debug, Clone)]
+pub struct StickyKey {
+    pub source: Source,
+    /// `header:x-user-id`, `cookie:session_id`, `jwt_claim:sub`: names the source,
+    /// never its value.
+    pub label: String,
+}
+
+impl Router {
+    pub fn subset_name(&self, subset: usize) -> &str {
+        self.subsets.get(subset).map_or("", String::as_str)
+    }
+}

@@ -1,0 +1,134 @@
+//! Compiled rules: what a rule reads and how it compares, ready to run.
+//!
+//! Everything that can be prepared is prepared at configure time: header names
+//! lowercased, claim paths split, `in` lists turned into hash sets (O(1) per
+//! request whatever their size), regexes compiled and anchored for a full match.
+
+use std::collections::HashSet;
+
+use crate::claims::Claim;
+use crate::request::{LookupError, RequestView};
+
+/// What a rule reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A request header (lowercase name); repeated headers joined with `,`.
+    Header(String),
+    /// A cookie (case-sensitive name).
+    Cookie(String),
+    /// A JWT claim; a dotted name is a path into nested objects.
+    Claim(Vec<String>),
+}
+
+/// How a rule compares. Byte-wise: header values need not be UTF-8.
+#[derive(Debug, Clone)]
+pub enum Operator {
+    Exact(Box<[u8]>),
+    Prefix(Box<[u8]>),
+    /// Matches when the source's presence equals the flag.
+    Present(bool),
+    In(HashSet<Box<[u8]>>),
+    /// A list claim holding the value, or a token of a space- (or comma-)
+    /// separated value such as a `scope` claim.
+    Contains(Box<[u8]>),
+    /// Anchored at compile time: the whole value must match.
+    Regex(regex_lite::Regex),
+}
+
+/// One compiled rule: when `source` satisfies `operator`, route to `subset`.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub subset: usize,
+    pub source: Source,
+    pub operator: Operator,
+}
+
+impl Rule {
+    /// Does the request satisfy this rule? `Err` when the value could not be read.
+    pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
+        Ok(match &self.source {
+            Source::Header(name) => self.on_value(request.header(name)?.as_deref()),
+            Source::Cookie(name) => self.on_value(request.cookie(name)?),
+            Source::Claim(path) => self.on_claim(request.claim(path)?.as_ref()),
+        })
+    }
+
+    fn on_value(&self, value: Option<&[u8]>) -> bool {
+        match (&self.operator, value) {
+            (Operator::Present(wanted), value) => value.is_some() == *wanted,
+            (_, None) => false,
+            (Operator::Contains(token), Some(value)) => tokens(value).any(|t| t == &**token),
+            (op, Some(value)) => compare(op, value),
+        }
+    }
+
+    fn on_claim(&self, claim: Option<&Claim>) -> bool {
+        match (&self.operator, claim) {
+            (Operator::Present(wanted), claim) => claim.is_some() == *wanted,
+            (_, None | Some(Claim::Object)) => false,
+            (Operator::Contains(token), Some(Claim::List(items))) => {
+                items.iter().any(|i| i.as_bytes() == &**token)
+            }
+            (Operator::Contains(token), Some(Claim::Scalar(s))) => {
+                tokens(s.as_bytes()).any(|t| t == &**token)
+            }
+            // A list claim matches a scalar operator when any element does
+            // (Istio's semantics for `request.auth.claims`).
+            (op, Some(Claim::List(items))) => items.iter().any(|i| compare(op, i.as_bytes())),
+            (op, Some(Claim::Scalar(s))) => compare(op, s.as_bytes()),
+        }
+    }
+}
+
+fn compare(operator: &Operator, value: &[u8]) -> bool {
+    match operator {
+        Operator::Exact(want) => value == &**want,
+        Operator::Prefix(prefix) => value.starts_with(prefix),
+        Operator::In(set) => set.contains(value),
+        Operator::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
+        Operator::Contains(token) => tokens(value).any(|t| t == &**token),
+        Operator::Present(wanted) => *wanted,
+    }
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b' ' || b == b'\t' || b == b',')
+        .filter(|t| !t.is_empty())
+}
+
+/// The rules in configuration order: the first match wins.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    pub fn new(rules: Vec<Rule>) -> RuleSet {
+        RuleSet { rules }
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Index of the first matching rule. A read error stops the walk: a later rule
+    /// must not win when an earlier one could not be evaluated.
+    pub fn first_match(&self, request: &impl RequestView) -> Result<Option<usize>, LookupError> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.matches(request)? {
+                return Ok(Some(index));
+            }
+        }
+        Ok(None)
+    }
+}
