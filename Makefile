@@ -4,7 +4,9 @@
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
-WASM := target/$(WASM_TARGET)/release/canary_router.wasm
+CARGO_WASM := target/$(WASM_TARGET)/release/canary_router.wasm
+# The artifact Envoy loads: cargo's output shrunk by wasm-opt.
+WASM := target/canary-router.wasm
 VENV := .venv
 ENVOY_VERSION := 1.40.0
 ENVOY_STAMP := $(VENV)/.envoy-$(ENVOY_VERSION)
@@ -17,10 +19,17 @@ CARGO_TEST_FLAGS ?=
 
 all: wasm
 
-## wasm: build the filter (adds the rustup target when missing)
+WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+  --enable-nontrapping-float-to-int
+
+## wasm: build the filter (adds the rustup target when missing), then shrink it
+## into $(WASM) with binaryen's wasm-opt (Debian package, installed when missing)
 wasm:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	cargo build --release --target $(WASM_TARGET) --lib
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
+	@if [ ! -f $(WASM) ] || [ $(CARGO_WASM) -nt $(WASM) ]; then \
+	  wasm-opt $(WASM_OPT_FLAGS) $(CARGO_WASM) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); fi
 	@ls -l $(WASM) | awk '{printf "built %s: %d bytes (%.1f KiB)\n", $$9, $$5, $$5/1024}'
 
 ## envoy: a real Envoy (V8 Wasm runtime) in .venv, unless one is on PATH

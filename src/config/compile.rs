@@ -2,7 +2,9 @@
 
 use std::collections::HashSet;
 
-use super::wire;
+use serde_json::Value;
+
+use super::reader::Object;
 use super::{ConfigError, Loaded};
 use crate::bucket::{Split, BUCKETS};
 use crate::metrics::MetricNames;
@@ -15,63 +17,80 @@ pub const DEFAULT_HEADER: &str = "x-canary-subset";
 pub const DEFAULT_METRICS_PREFIX: &str = "canary";
 pub const DEFAULT_METADATA_KEY: &str = "payload";
 const NAME_PATTERN: &str = "[a-z0-9][a-z0-9_-]{0,62}";
+const KEY_SOURCES: &[&str] = &["jwt_claim", "cookie", "header"];
+const MATCH_SOURCES: &[&str] = &["header", "cookie", "jwt_claim"];
+const OPERATORS: &[&str] = &["exact", "prefix", "present", "in", "contains", "regex"];
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
-pub fn compile(config: wire::Config) -> Result<Loaded> {
-    let mut warnings = Vec::new();
-    let (subsets, weights_bp) = compile_subsets(&config.subsets)?;
+const TOP_FIELDS: &[&str] = &[
+    "subsets",
+    "default_subset",
+    "header",
+    "metrics_prefix",
+    "sticky",
+    "jwt",
+    "rules",
+];
 
-    let default_subset = match &config.default_subset {
+pub fn compile(config: &Value) -> Result<Loaded> {
+    let top = Object::new(config, String::new(), TOP_FIELDS)?;
+    let mut warnings = Vec::new();
+    let (subsets, weights_bp) = compile_subsets(&top)?;
+
+    let default_subset = match top.string("default_subset")? {
         None => 0,
         Some(name) => subset_index(&subsets, name, "default_subset")?,
     };
-    let header = match &config.header {
+    let header = match top.string("header")? {
         None => DEFAULT_HEADER.to_owned(),
         Some(h) => header_name(h, "header")?,
     };
-    let metrics_prefix = match &config.metrics_prefix {
+    let metrics_prefix = match top.string("metrics_prefix")? {
         None => DEFAULT_METRICS_PREFIX.to_owned(),
         Some(p) => metrics_prefix(p)?,
     };
-    let jwt = compile_jwt(config.jwt.as_ref())?;
+    let jwt = compile_jwt(top.object("jwt", &["source", "metadata_key"])?)?;
 
-    let (sticky_keys, seed) = match &config.sticky {
+    let (sticky_keys, seed) = match top.object("sticky", &["keys", "seed"])? {
         None => (Vec::new(), String::new()),
         Some(sticky) => (
             sticky
-                .keys
+                .list("keys")?
                 .iter()
-                .enumerate()
-                .map(|(i, k)| sticky_key(k, &format!("sticky.keys[{i}]")))
+                .map(|(path, key)| sticky_key(key, path))
                 .collect::<Result<Vec<_>>>()?,
-            sticky.seed.clone(),
+            sticky.string("seed")?.unwrap_or_default().to_owned(),
         ),
     };
 
     let mut rule_names = HashSet::new();
-    let mut rules = Vec::with_capacity(config.rules.len());
-    for (i, rule) in config.rules.iter().enumerate() {
-        let path = format!("rules[{i}]");
-        if !valid_name(&rule.name) {
+    let rule_list = top.list("rules")?;
+    let mut rules = Vec::with_capacity(rule_list.len());
+    for (path, rule) in rule_list {
+        let rule = Object::new(rule, path, &["name", "subset", "match"])?;
+        let name = rule.required_string("name")?;
+        if !valid_name(name) {
             return Err(ConfigError::new(
-                format!("{path}.name"),
-                format!(
-                    "{:?} is not a valid rule name (want {NAME_PATTERN})",
-                    rule.name
-                ),
+                rule.path("name"),
+                format!("{name:?} is not a valid rule name (want {NAME_PATTERN})"),
             ));
         }
-        if !rule_names.insert(rule.name.as_str()) {
+        if !rule_names.insert(name) {
             return Err(ConfigError::new(
-                format!("{path}.name"),
-                format!("duplicate rule name {:?}", rule.name),
+                rule.path("name"),
+                format!("duplicate rule name {name:?}"),
             ));
         }
-        let subset = subset_index(&subsets, &rule.subset, &format!("{path}.subset"))?;
-        let (source, operator) = compile_match(&rule.matcher, &format!("{path}.match"))?;
+        let subset = subset_index(
+            &subsets,
+            rule.required_string("subset")?,
+            &rule.path("subset"),
+        )?;
+        let matcher = Object::new(rule.required("match")?, rule.path("match"), MATCH_SOURCES)?;
+        let (source, operator) = compile_match(&matcher)?;
         rules.push(Rule {
-            name: rule.name.clone(),
+            name: name.to_owned(),
             subset,
             source,
             operator,
@@ -107,7 +126,16 @@ pub fn compile(config: wire::Config) -> Result<Loaded> {
     Ok(Loaded { router, warnings })
 }
 
-fn compile_subsets(subsets: &[wire::Subset]) -> Result<(Vec<String>, Vec<u16>)> {
+fn compile_subsets(top: &Object) -> Result<(Vec<String>, Vec<u16>)> {
+    let subsets = match top.required("subsets")? {
+        serde_json::Value::Array(_) => top.list("subsets")?,
+        other => {
+            return Err(ConfigError::new(
+                "subsets",
+                format!("want a list, got {}", kind(other)),
+            ))
+        }
+    };
     if subsets.is_empty() || subsets.len() > MAX_SUBSETS {
         return Err(ConfigError::new(
             "subsets",
@@ -116,33 +144,44 @@ fn compile_subsets(subsets: &[wire::Subset]) -> Result<(Vec<String>, Vec<u16>)> 
     }
     let mut names: Vec<String> = Vec::with_capacity(subsets.len());
     let mut weights = Vec::with_capacity(subsets.len());
-    for (i, subset) in subsets.iter().enumerate() {
-        if !valid_name(&subset.name) {
+    let mut last = String::new();
+    for (path, subset) in &subsets {
+        let subset = Object::new(subset, path.clone(), &["name", "weight"])?;
+        let name = subset.required_string("name")?;
+        if !valid_name(name) {
             return Err(ConfigError::new(
-                format!("subsets[{i}].name"),
-                format!(
-                    "{:?} is not a valid subset name (want {NAME_PATTERN})",
-                    subset.name
-                ),
+                subset.path("name"),
+                format!("{name:?} is not a valid subset name (want {NAME_PATTERN})"),
             ));
         }
-        if names.contains(&subset.name) {
+        if names.iter().any(|n| n == name) {
             return Err(ConfigError::new(
-                format!("subsets[{i}].name"),
-                format!("duplicate subset {:?}", subset.name),
+                subset.path("name"),
+                format!("duplicate subset {name:?}"),
             ));
         }
-        names.push(subset.name.clone());
-        weights.push(weight_bp(subset.weight, &format!("subsets[{i}].weight"))?);
+        names.push(name.to_owned());
+        last = subset.path("weight");
+        weights.push(weight_bp(subset.number("weight")?, &last)?);
     }
     let sum: u32 = weights.iter().map(|&w| u32::from(w)).sum();
     if sum != u32::from(BUCKETS) {
         return Err(ConfigError::new(
-            format!("subsets[{}].weight", subsets.len() - 1),
+            last,
             format!("weights sum to {}, want 100", format_bp(sum)),
         ));
     }
     Ok((names, weights))
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Object(_) => "an object",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        _ => "something else",
+    }
 }
 
 /// A percentage with at most two decimals, as basis points.
@@ -227,27 +266,32 @@ fn metrics_prefix(prefix: &str) -> Result<String> {
     }
 }
 
-fn compile_jwt(jwt: Option<&wire::Jwt>) -> Result<JwtSource> {
+fn compile_jwt(jwt: Option<Object>) -> Result<JwtSource> {
     let Some(jwt) = jwt else {
         return Ok(JwtSource::Verified {
             metadata_key: DEFAULT_METADATA_KEY.to_owned(),
         });
     };
-    match (jwt.source, &jwt.metadata_key) {
-        (wire::JwtSource::Verified, None) => Ok(JwtSource::Verified {
+    let source = jwt.string("source")?.unwrap_or("verified");
+    match (source, jwt.string("metadata_key")?) {
+        ("verified", None) => Ok(JwtSource::Verified {
             metadata_key: DEFAULT_METADATA_KEY.to_owned(),
         }),
-        (wire::JwtSource::Verified, Some(key)) if key.is_empty() => Err(ConfigError::new(
+        ("verified", Some("")) => Err(ConfigError::new(
             "jwt.metadata_key",
             "must not be empty (Istio uses \"payload\")",
         )),
-        (wire::JwtSource::Verified, Some(key)) => Ok(JwtSource::Verified {
-            metadata_key: key.clone(),
+        ("verified", Some(key)) => Ok(JwtSource::Verified {
+            metadata_key: key.to_owned(),
         }),
-        (wire::JwtSource::UnverifiedBearer, None) => Ok(JwtSource::UnverifiedBearer),
-        (wire::JwtSource::UnverifiedBearer, Some(_)) => Err(ConfigError::new(
+        ("unverified_bearer", None) => Ok(JwtSource::UnverifiedBearer),
+        ("unverified_bearer", Some(_)) => Err(ConfigError::new(
             "jwt.metadata_key",
             "only applies to source \"verified\"",
+        )),
+        (other, _) => Err(ConfigError::new(
+            "jwt.source",
+            format!("unknown source {other:?}, expected \"verified\" or \"unverified_bearer\""),
         )),
     }
 }
@@ -263,17 +307,15 @@ fn claim_path(name: &str, path: &str) -> Result<Vec<String>> {
     Ok(segments)
 }
 
-fn sticky_key(key: &wire::Key, path: &str) -> Result<StickyKey> {
-    let set = [
-        key.jwt_claim.as_ref().map(|n| ("jwt_claim", n)),
-        key.cookie.as_ref().map(|n| ("cookie", n)),
-        key.header.as_ref().map(|n| ("header", n)),
-    ];
-    let (kind, name) = exactly_one(&set, path, "jwt_claim, cookie, header")?;
+fn sticky_key(key: &Value, path: &str) -> Result<StickyKey> {
+    let key = Object::new(key, path.to_owned(), KEY_SOURCES)?;
+    let kind = key.exactly_one(KEY_SOURCES)?;
+    let name = key.required_string(kind)?;
+    let name_path = key.path(kind);
     let source = match kind {
-        "jwt_claim" => Source::Claim(claim_path(name, &format!("{path}.jwt_claim"))?),
-        "cookie" => Source::Cookie(cookie_name(name, &format!("{path}.cookie"))?),
-        _ => Source::Header(header_name(name, &format!("{path}.header"))?),
+        "jwt_claim" => Source::Claim(claim_path(name, &name_path)?),
+        "cookie" => Source::Cookie(cookie_name(name, &name_path)?),
+        _ => Source::Header(header_name(name, &name_path)?),
     };
     Ok(StickyKey {
         label: format!("{kind}:{name}"),
@@ -295,88 +337,59 @@ fn cookie_name(name: &str, path: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-/// The one `Some` of a set of mutually exclusive fields.
-fn exactly_one<'a, T>(
-    set: &[Option<(&'static str, &'a T)>],
-    path: &str,
-    choices: &str,
-) -> Result<(&'static str, &'a T)> {
-    let present: Vec<(&'static str, &'a T)> = set.iter().flatten().copied().collect();
-    match present.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(ConfigError::new(
-            path,
-            format!("want exactly one of {choices}; got none"),
-        )),
-        many => Err(ConfigError::new(
-            path,
-            format!(
-                "want exactly one of {choices}; got {} ({})",
-                many.len(),
-                many.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            ),
-        )),
-    }
-}
-
-fn compile_match(matcher: &wire::Match, path: &str) -> Result<(Source, Operator)> {
-    let set = [
-        matcher.header.as_ref().map(|o| ("header", o)),
-        matcher.cookie.as_ref().map(|o| ("cookie", o)),
-        matcher.jwt_claim.as_ref().map(|o| ("jwt_claim", o)),
-    ];
-    let (kind, operand) = exactly_one(&set, path, "header, cookie, jwt_claim")?;
-    let path = format!("{path}.{kind}");
-    let name_path = format!("{path}.name");
+fn compile_match(matcher: &Object) -> Result<(Source, Operator)> {
+    let kind = matcher.exactly_one(MATCH_SOURCES)?;
+    let operand = Object::new(
+        matcher.required(kind)?,
+        matcher.path(kind),
+        &[
+            "name", "exact", "prefix", "present", "in", "contains", "regex",
+        ],
+    )?;
+    let name = operand.required_string("name")?;
+    let name_path = operand.path("name");
     let source = match kind {
-        "header" => Source::Header(header_name(&operand.name, &name_path)?),
-        "cookie" => Source::Cookie(cookie_name(&operand.name, &name_path)?),
-        _ => Source::Claim(claim_path(&operand.name, &name_path)?),
+        "header" => Source::Header(header_name(name, &name_path)?),
+        "cookie" => Source::Cookie(cookie_name(name, &name_path)?),
+        _ => Source::Claim(claim_path(name, &name_path)?),
     };
-    Ok((source, compile_operator(operand, &path)?))
+    Ok((source, compile_operator(&operand)?))
 }
 
-fn compile_operator(operand: &wire::Operand, path: &str) -> Result<Operator> {
-    let set: [Option<(&'static str, &())>; 6] = [
-        operand.exact.as_ref().map(|_| ("exact", &())),
-        operand.prefix.as_ref().map(|_| ("prefix", &())),
-        operand.present.as_ref().map(|_| ("present", &())),
-        operand.in_list.as_ref().map(|_| ("in", &())),
-        operand.contains.as_ref().map(|_| ("contains", &())),
-        operand.regex.as_ref().map(|_| ("regex", &())),
-    ];
-    let (op, _) = exactly_one(&set, path, "exact, prefix, present, in, contains, regex")?;
-    let bytes = |s: &String| s.as_bytes().to_vec().into_boxed_slice();
+fn compile_operator(operand: &Object) -> Result<Operator> {
+    let op = operand.exactly_one(OPERATORS)?;
+    let path = operand.path(op);
+    let bytes = |s: &str| s.as_bytes().to_vec().into_boxed_slice();
     Ok(match op {
-        "exact" => Operator::Exact(operand.exact.as_ref().map(bytes).unwrap_or_default()),
-        "prefix" => Operator::Prefix(operand.prefix.as_ref().map(bytes).unwrap_or_default()),
-        "present" => Operator::Present(operand.present.unwrap_or(true)),
+        "exact" => Operator::Exact(bytes(operand.required_string(op)?)),
+        "prefix" => Operator::Prefix(bytes(operand.required_string(op)?)),
+        "present" => Operator::Present(operand.boolean(op)?.unwrap_or(true)),
         "contains" => {
-            let token = operand.contains.as_deref().unwrap_or_default();
+            let token = operand.required_string(op)?;
             if token.is_empty() || token.contains([' ', '\t', ',']) {
                 return Err(ConfigError::new(
-                    format!("{path}.contains"),
+                    path,
                     "want one non-empty token without spaces or commas",
                 ));
             }
-            Operator::Contains(token.as_bytes().into())
+            Operator::Contains(bytes(token))
         }
         "in" => {
-            let list = operand.in_list.as_deref().unwrap_or_default();
+            let list = operand.strings(op)?.unwrap_or_default();
             if list.is_empty() {
                 return Err(ConfigError::new(
-                    format!("{path}.in"),
+                    path,
                     "empty list: the rule could never match",
                 ));
             }
-            Operator::In(list.iter().map(bytes).collect())
+            Operator::In(list.into_iter().map(bytes).collect())
         }
         _ => {
-            let pattern = operand.regex.as_deref().unwrap_or_default();
+            let pattern = operand.required_string(op)?;
             let anchored = format!("^(?:{pattern})$");
             let re = regex_lite::Regex::new(&anchored).map_err(|e| {
                 ConfigError::new(
-                    format!("{path}.regex"),
+                    path,
                     format!("invalid regex {pattern:?}: {}", one_line(&e.to_string())),
                 )
             })?;

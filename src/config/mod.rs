@@ -5,7 +5,7 @@
 mod compile;
 pub use compile::DEFAULT_HEADER;
 mod error;
-pub mod wire;
+mod reader;
 
 pub use error::ConfigError;
 
@@ -20,36 +20,26 @@ pub struct Loaded {
 
 /// Parse and compile a plugin configuration.
 pub fn load(bytes: &[u8]) -> Result<Loaded, ConfigError> {
-    compile::compile(parse(bytes)?)
+    compile::compile(&parse(bytes)?)
 }
 
-/// Parse only: the JSON shape, with the path of the first offending field.
-pub fn parse(bytes: &[u8]) -> Result<wire::Config, ConfigError> {
+/// Parse only: JSON syntax, and a top-level object.
+pub fn parse(bytes: &[u8]) -> Result<serde_json::Value, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ConfigError::new(
             "(root)",
             "configuration is empty; want a JSON object with at least \"subsets\"",
         ));
     }
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ConfigError::new("(root)", format!("invalid JSON: {e}")))?;
+    if !value.is_object() {
         return Err(ConfigError::new(
             "(root)",
             "want a JSON object (like {\"subsets\": [...]})",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let config: wire::Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "(root)".to_owned()
-        } else {
-            path
-        };
-        ConfigError::new(path, e.into_inner().to_string())
-    })?;
-    de.end()
-        .map_err(|e| ConfigError::new("(root)", e.to_string()))?;
-    Ok(config)
+    Ok(value)
 }
 
 #[cfg(test)]
