@@ -247,21 +247,21 @@ fn header_name(name: &str, path: &str) -> Result<String> {
     Ok(name.to_ascii_lowercase())
 }
 
+/// One stats-name segment, so the shipped tag regexes (and Prometheus names) fit.
 fn metrics_prefix(prefix: &str) -> Result<String> {
     let ok = !prefix.is_empty()
         && prefix.len() <= 64
-        && prefix.split('.').all(|segment| {
-            !segment.is_empty()
-                && segment
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        });
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if ok {
         Ok(prefix.to_owned())
     } else {
         Err(ConfigError::new(
             "metrics_prefix",
-            format!("{prefix:?} is not a valid stats prefix (want dot-separated [A-Za-z0-9_-] segments, at most 64 characters)"),
+            format!(
+                "{prefix:?} is not a valid stats prefix (want 1 to 64 of [A-Za-z0-9_], no dots)"
+            ),
         ))
     }
 }
