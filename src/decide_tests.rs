@@ -65,6 +65,9 @@ impl RequestView for Fake {
             _ => None,
         })
     }
+    fn has_claims(&self) -> Result<bool, LookupError> {
+        Ok(self.claims.is_some())
+    }
 }
 
 fn router(json: &str) -> Router {
@@ -297,6 +300,14 @@ fn claim_operators() {
         &prefix,
         Fake::new().claims(json!({"email": "qa+1@example.com"}))
     ));
+    let absent = one_rule("jwt_claim:employee_id", json!({"present": false}));
+    assert!(hits(&absent, Fake::new().claims(json!({"sub": "guest"}))));
+    assert!(!hits(
+        &absent,
+        Fake::new().claims(json!({"employee_id": "e1"}))
+    ));
+    // No token at all: no claim rule matches, not even `present: false`.
+    assert!(!hits(&absent, Fake::new()));
     let present = one_rule("jwt_claim:act", json!({"present": true}));
     assert!(hits(
         &present,

@@ -25,6 +25,9 @@ pub trait RequestView {
     fn cookie(&self, name: &str) -> Lookup<&[u8]>;
     /// A JWT claim at a dotted path, from the configured claim source.
     fn claim(&self, path: &ClaimPath) -> Lookup<Claim>;
+    /// Whether the request carries claims at all (a verified or decodable token),
+    /// so that "this claim is absent" can be told from "there is no token".
+    fn has_claims(&self) -> Result<bool, LookupError>;
 }
 
 /// Where JWT claims come from (configured by `jwt.source`).
@@ -38,8 +41,10 @@ pub enum JwtSource {
 
 /// Reads verified claims: in the proxy, `get_property` on jwt_authn's metadata.
 pub trait ClaimSource {
-    /// The raw property bytes at `metadata_key` + `path`, `None` when absent.
-    fn verified_claim(&self, metadata_key: &str, path: &ClaimPath) -> Lookup<Vec<u8>>;
+    /// The claim at `metadata_key` + `path`, `None` when absent.
+    fn verified_claim(&self, metadata_key: &str, path: &ClaimPath) -> Lookup<Claim>;
+    /// Whether jwt_authn left a payload under `metadata_key` (a verified token).
+    fn has_verified_payload(&self, metadata_key: &str) -> Result<bool, LookupError>;
 }
 
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
@@ -118,20 +123,31 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
 
     fn claim(&self, path: &ClaimPath) -> Lookup<Claim> {
         match self.jwt {
-            JwtSource::Verified { metadata_key } => Ok(self
-                .claims
-                .verified_claim(metadata_key, path)?
-                .map(|bytes| claims::from_envoy_bytes(&bytes))),
-            JwtSource::UnverifiedBearer => {
-                let headers = self.headers()?;
-                // Decoded once per request, however many claims the rules read.
-                let payload = self.bearer.get_or_init(|| {
-                    let authorization = headers.get("authorization")?;
-                    claims::bearer_payload(claims::bearer_token(&authorization)?)
-                });
-                Ok(payload.as_ref().and_then(|p| claims::lookup(p, path)))
-            }
+            JwtSource::Verified { metadata_key } => self.claims.verified_claim(metadata_key, path),
+            JwtSource::UnverifiedBearer => Ok(self.bearer()?.and_then(|p| claims::lookup(p, path))),
         }
+    }
+
+    fn has_claims(&self) -> Result<bool, LookupError> {
+        match self.jwt {
+            JwtSource::Verified { metadata_key } => self.claims.has_verified_payload(metadata_key),
+            JwtSource::UnverifiedBearer => Ok(self.bearer()?.is_some()),
+        }
+    }
+}
+
+impl<C: ClaimSource> Request<'_, C> {
+    /// The bearer token's payload, decoded once per request however many claims
+    /// the rules read.
+    fn bearer(&self) -> Result<Option<&serde_json::Map<String, serde_json::Value>>, LookupError> {
+        let headers = self.headers()?;
+        Ok(self
+            .bearer
+            .get_or_init(|| {
+                let authorization = headers.get("authorization")?;
+                claims::bearer_payload(claims::bearer_token(&authorization)?)
+            })
+            .as_ref())
     }
 }
 
@@ -139,8 +155,11 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
 pub struct NoClaims;
 
 impl ClaimSource for NoClaims {
-    fn verified_claim(&self, _: &str, _: &ClaimPath) -> Lookup<Vec<u8>> {
+    fn verified_claim(&self, _: &str, _: &ClaimPath) -> Lookup<Claim> {
         Ok(None)
+    }
+    fn has_verified_payload(&self, _: &str) -> Result<bool, LookupError> {
+        Ok(false)
     }
 }
 
@@ -185,8 +204,11 @@ mod tests {
     fn verified_claims_come_from_the_claim_source() {
         struct One;
         impl ClaimSource for One {
-            fn verified_claim(&self, key: &str, path: &ClaimPath) -> Lookup<Vec<u8>> {
-                Ok((key == "payload" && path == ["sub"]).then(|| b"alice".to_vec()))
+            fn verified_claim(&self, key: &str, path: &ClaimPath) -> Lookup<Claim> {
+                Ok((key == "payload" && path == ["sub"]).then(|| Claim::Scalar("alice".into())))
+            }
+            fn has_verified_payload(&self, key: &str) -> Result<bool, LookupError> {
+                Ok(key == "payload")
             }
         }
         let jwt = JwtSource::Verified {
@@ -198,5 +220,6 @@ mod tests {
             Ok(Some(Claim::Scalar("alice".into())))
         );
         assert_eq!(r.claim(&["other".into()]), Ok(None));
+        assert_eq!(r.has_claims(), Ok(true));
     }
 }

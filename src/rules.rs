@@ -50,7 +50,15 @@ impl Rule {
         Ok(match &self.source {
             Source::Header(name) => self.on_value(request.header(name)?.as_deref()),
             Source::Cookie(name) => self.on_value(request.cookie(name)?),
-            Source::Claim(path) => self.on_claim(request.claim(path)?.as_ref()),
+            Source::Claim(path) => {
+                let claim = request.claim(path)?;
+                // Without a token there are no claims to judge: `present: false`
+                // means "a token without this claim", never "no token".
+                if claim.is_none() && !request.has_claims()? {
+                    return Ok(false);
+                }
+                self.on_claim(claim.as_ref())
+            }
         })
     }
 
