@@ -1,33 +1,63 @@
 //! The decision: which subset serves a request, and why. Pure: it reads the request
 //! only through [`RequestView`] and draws randomness from the caller.
 
+use std::fmt::Write as _;
+
 use crate::bucket::random_bucket;
-use crate::request::RequestView;
-use crate::router::Router;
+use crate::pin::{self, PinId};
+use crate::request::{LookupError, RequestView};
+use crate::router::{Mode, Router};
 use crate::rules::Source;
+
+/// Where randomness comes from: a fast generator for keyless draws, and strong
+/// entropy for pin ids (the proxy uses the host's `random_get`).
+pub trait Entropy {
+    fn next_u64(&mut self) -> u64;
+    fn pin_bits(&mut self) -> [u8; 16];
+}
 
 /// Why a subset was chosen. Also the `reason` label of the request counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// A rule matched.
-    Rule = 0,
+    Rule,
     /// A sticky key was hashed against the weights.
-    Hash = 1,
-    /// No sticky key: a random draw by weight.
-    Random = 2,
+    Hash,
+    /// No sticky key, but a pin cookie: the pin was hashed.
+    Pin,
+    /// No sticky key and no pin: a random draw by weight (or a new pin's hash).
+    Random,
     /// The decision could not be made (a host read failed): `default_subset`.
-    Fallback = 3,
+    Fallback,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 4] = [Reason::Rule, Reason::Hash, Reason::Random, Reason::Fallback];
+    pub const ALL: [Reason; 5] = [
+        Reason::Rule,
+        Reason::Hash,
+        Reason::Pin,
+        Reason::Random,
+        Reason::Fallback,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Rule => "rule",
             Reason::Hash => "hash",
+            Reason::Pin => "pin",
             Reason::Random => "random",
             Reason::Fallback => "fallback",
+        }
+    }
+
+    /// Position in [`Reason::ALL`] (the layout of the metric tables).
+    pub fn index(self) -> usize {
+        match self {
+            Reason::Rule => 0,
+            Reason::Hash => 1,
+            Reason::Pin => 2,
+            Reason::Random => 3,
+            Reason::Fallback => 4,
         }
     }
 }
@@ -42,8 +72,10 @@ pub struct Decision {
     pub rule: Option<usize>,
     /// The sticky key source that was hashed (reason `Hash`).
     pub key: Option<usize>,
-    /// The bucket, 0..10000 (reasons `Hash` and `Random`).
+    /// The bucket, 0..10000 (reasons `Hash`, `Pin` and `Random`).
     pub bucket: Option<u16>,
+    /// A pin id issued with this decision, to be set as a cookie on the response.
+    pub new_pin: Option<PinId>,
 }
 
 impl Decision {
@@ -54,18 +86,47 @@ impl Decision {
             rule: None,
             key: None,
             bucket: None,
+            new_pin: None,
         }
+    }
+
+    /// The decision header value: `subset=v2; reason=rule; rule=staff`,
+    /// `subset=v1; reason=hash; key=cookie:session_id; bucket=4711`. It names the
+    /// key's source, never its value (which may be personal data).
+    pub fn describe(&self, router: &Router) -> String {
+        let mut out = String::with_capacity(64);
+        let _ = write!(
+            out,
+            "subset={}; reason={}",
+            router.subset_name(self.subset),
+            self.reason.as_str()
+        );
+        if let Some(rule) = self.rule.and_then(|i| router.rules.rules().get(i)) {
+            let _ = write!(out, "; rule={}", rule.name);
+        }
+        if let Some(key) = self.key.and_then(|i| router.sticky_keys.get(i)) {
+            let _ = write!(out, "; key={}", key.label);
+        } else if self.reason == Reason::Pin {
+            out.push_str("; key=pin");
+        }
+        if let Some(bucket) = self.bucket {
+            let _ = write!(out, "; bucket={bucket}");
+        }
+        // Shadow mode computes a new pin like enforce mode would, but never sets it.
+        if self.new_pin.is_some() && router.mode == Mode::Enforce {
+            out.push_str("; pin=new");
+        }
+        if router.mode == Mode::Shadow {
+            out.push_str("; mode=shadow");
+        }
+        out
     }
 }
 
 /// Decide for one request: rules in order, else the first present sticky key's
-/// bucket, else a random bucket (`random` is only called then). Any read error
-/// yields `default_subset` with reason `Fallback`.
-pub fn decide(
-    router: &Router,
-    request: &impl RequestView,
-    random: impl FnOnce() -> u64,
-) -> Decision {
+/// bucket, else the pin cookie's bucket, else a random bucket (a new pin's, when
+/// pins are on). Any read error yields `default_subset` with reason `Fallback`.
+pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl Entropy) -> Decision {
     let rule = match router.rules.first_match(request) {
         Ok(rule) => rule,
         Err(_) => return Decision::fallback(router),
@@ -78,6 +139,7 @@ pub fn decide(
                 rule: Some(index),
                 key: None,
                 bucket: None,
+                new_pin: None,
             },
             None => Decision::fallback(router),
         };
@@ -87,9 +149,18 @@ pub fn decide(
         Ok(key) => key,
         Err(_) => return Decision::fallback(router),
     };
-    let (bucket, reason, key) = match key {
-        Some((index, bucket)) => (bucket, Reason::Hash, Some(index)),
-        None => (random_bucket(random()), Reason::Random, None),
+    let (bucket, reason, key, new_pin) = match key {
+        Some((index, bucket)) => (bucket, Reason::Hash, Some(index), None),
+        None => match pinned(router, request, entropy) {
+            Ok(Some(pinned)) => pinned,
+            Ok(None) => (
+                random_bucket(entropy.next_u64()),
+                Reason::Random,
+                None,
+                None,
+            ),
+            Err(_) => return Decision::fallback(router),
+        },
     };
     match router.split.subset_of(bucket) {
         Some(subset) => Decision {
@@ -98,16 +169,42 @@ pub fn decide(
             rule: None,
             key,
             bucket: Some(bucket),
+            new_pin,
         },
         None => Decision::fallback(router),
     }
+}
+
+type Pinned = (u16, Reason, Option<usize>, Option<PinId>);
+
+/// With pins on: the pin cookie's bucket, or a new pin's. `None` when pins are off.
+fn pinned(
+    router: &Router,
+    request: &impl RequestView,
+    entropy: &mut impl Entropy,
+) -> Result<Option<Pinned>, LookupError> {
+    let Some(pin) = &router.pin else {
+        return Ok(None);
+    };
+    if let Some(value) = request.cookie(&pin.name)? {
+        if pin::is_well_formed(value) {
+            return Ok(Some((router.split.bucket(value), Reason::Pin, None, None)));
+        }
+    }
+    let id = PinId::from_random(entropy.pin_bits());
+    Ok(Some((
+        router.split.bucket(id.as_bytes()),
+        Reason::Random,
+        None,
+        Some(id),
+    )))
 }
 
 /// The first present, non-empty sticky key: its index and bucket.
 fn first_key(
     router: &Router,
     request: &impl RequestView,
-) -> Result<Option<(usize, u16)>, crate::request::LookupError> {
+) -> Result<Option<(usize, u16)>, LookupError> {
     for (index, key) in router.sticky_keys.iter().enumerate() {
         let bucket = match &key.source {
             Source::Header(name) => request

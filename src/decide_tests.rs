@@ -74,12 +74,32 @@ fn router(json: &str) -> Router {
     load(json.as_bytes()).unwrap().router
 }
 
-fn no_random() -> u64 {
-    panic!("a random draw was not expected")
+/// Entropy for decisions that must not draw anything.
+struct NoRandom;
+
+impl Entropy for NoRandom {
+    fn next_u64(&mut self) -> u64 {
+        panic!("a random draw was not expected")
+    }
+    fn pin_bits(&mut self) -> [u8; 16] {
+        panic!("a new pin was not expected")
+    }
+}
+
+/// Entropy that always answers the same.
+struct Fixed(u64);
+
+impl Entropy for Fixed {
+    fn next_u64(&mut self) -> u64 {
+        self.0
+    }
+    fn pin_bits(&mut self) -> [u8; 16] {
+        [self.0 as u8; 16]
+    }
 }
 
 fn decide_on(router: &Router, request: &Fake) -> (String, Reason, Option<String>) {
-    let d = decide(router, request, no_random);
+    let d = decide(router, request, &mut NoRandom);
     let rule = d.rule.map(|i| router.rules.rules()[i].name.clone());
     (router.subset_name(d.subset).to_owned(), d.reason, rule)
 }
@@ -164,7 +184,7 @@ fn one_rule(source: &str, op: Value) -> Router {
 }
 
 fn hits(r: &Router, req: Fake) -> bool {
-    let d = decide(r, &req, || 0);
+    let d = decide(r, &req, &mut Fixed(0));
     d.reason == Reason::Rule
 }
 
@@ -324,7 +344,7 @@ fn claim_operators() {
 #[test]
 fn sticky_keys_in_priority_order() {
     let r = router(CONTRACT);
-    let by_header = decide(&r, &Fake::new().header("x-user-id", "alice"), no_random);
+    let by_header = decide(&r, &Fake::new().header("x-user-id", "alice"), &mut NoRandom);
     assert_eq!(by_header.reason, Reason::Hash);
     assert_eq!(by_header.key, Some(2));
     assert_eq!(by_header.bucket, Some(r.split.bucket(b"alice")));
@@ -333,25 +353,25 @@ fn sticky_keys_in_priority_order() {
     let both = Fake::new()
         .header("x-user-id", "alice")
         .claims(json!({"sub": "bob"}));
-    let d = decide(&r, &both, no_random);
+    let d = decide(&r, &both, &mut NoRandom);
     assert_eq!((d.key, d.bucket), (Some(0), Some(r.split.bucket(b"bob"))));
 
     let cookie = Fake::new()
         .header("cookie", "session_id=s-1")
         .header("x-user-id", "alice");
-    let d = decide(&r, &cookie, no_random);
+    let d = decide(&r, &cookie, &mut NoRandom);
     assert_eq!((d.key, d.bucket), (Some(1), Some(r.split.bucket(b"s-1"))));
 
     // Empty values are absent: they fall through to the next key.
     let empty = Fake::new()
         .header("cookie", "session_id=")
         .header("x-user-id", "alice");
-    assert_eq!(decide(&r, &empty, no_random).key, Some(2));
+    assert_eq!(decide(&r, &empty, &mut NoRandom).key, Some(2));
     // A list claim is not a key.
     let list = Fake::new()
         .claims(json!({"sub": ["a"]}))
         .header("x-user-id", "alice");
-    assert_eq!(decide(&r, &list, no_random).key, Some(2));
+    assert_eq!(decide(&r, &list, &mut NoRandom).key, Some(2));
 }
 
 #[test]
@@ -359,8 +379,8 @@ fn the_same_key_always_gets_the_same_subset() {
     let r = router(CONTRACT);
     for i in 0..1000 {
         let key = format!("user-{i}");
-        let first = decide(&r, &Fake::new().header("x-user-id", &key), no_random);
-        let again = decide(&r, &Fake::new().header("x-user-id", &key), no_random);
+        let first = decide(&r, &Fake::new().header("x-user-id", &key), &mut NoRandom);
+        let again = decide(&r, &Fake::new().header("x-user-id", &key), &mut NoRandom);
         assert_eq!(first, again);
         let expected = r.split.subset_of(r.split.bucket(key.as_bytes())).unwrap();
         assert_eq!(first.subset, expected);
@@ -374,7 +394,7 @@ fn no_key_draws_at_random_by_weight() {
     let n = 50_000;
     let mut canary = 0;
     for _ in 0..n {
-        let d = decide(&r, &Fake::new(), || rng.next_u64());
+        let d = decide(&r, &Fake::new(), &mut rng);
         assert_eq!(d.reason, Reason::Random);
         canary += usize::from(d.subset == 1);
     }
@@ -397,7 +417,7 @@ fn zero_and_full_weights_are_absolute() {
         let mut rng = crate::rng::SplitMix64::new(1);
         for _ in 0..2000 {
             assert_eq!(
-                r.subset_name(decide(&r, &Fake::new(), || rng.next_u64()).subset),
+                r.subset_name(decide(&r, &Fake::new(), &mut rng).subset),
                 want
             );
         }
@@ -414,7 +434,7 @@ fn a_failed_read_falls_back_to_the_default_subset() {
     let d = decide(
         &r,
         &Fake::new().header("x-canary", "always").broken(),
-        no_random,
+        &mut NoRandom,
     );
     assert_eq!((d.subset, d.reason), (0, Reason::Fallback));
     let no_rules = router(
@@ -424,7 +444,7 @@ fn a_failed_read_falls_back_to_the_default_subset() {
     let d = decide(
         &no_rules,
         &Fake::new().header("x-user-id", "u").broken(),
-        no_random,
+        &mut NoRandom,
     );
     assert_eq!((d.subset, d.reason), (0, Reason::Fallback));
 }
@@ -437,12 +457,152 @@ fn non_utf8_values_never_fail() {
         ..Fake::default()
     };
     // A regex cannot read raw bytes: no match, no error; weights decide.
-    let d = decide(&r, &req, || 0);
+    let d = decide(&r, &req, &mut Fixed(0));
     assert_eq!(d.reason, Reason::Random);
     let sticky = router(CONTRACT);
     let req = Fake {
         headers: vec![("x-user-id".into(), vec![0xff, 0x00, 0x80])],
         ..Fake::default()
     };
-    assert_eq!(decide(&sticky, &req, no_random).reason, Reason::Hash);
+    assert_eq!(decide(&sticky, &req, &mut NoRandom).reason, Reason::Hash);
+}
+
+const PINNED: &str = r#"{"subsets":[{"name":"v1","weight":50},{"name":"v2","weight":50}],
+    "sticky":{"keys":[{"header":"x-user-id"}],"seed":"s1",
+              "pin_cookie":{"name":"canary_pin","max_age":86400}},
+    "decision_header":"x-canary-decision"}"#;
+
+#[test]
+fn a_keyless_request_gets_a_pin_hashed_like_a_key() {
+    let r = router(PINNED);
+    let d = decide(&r, &Fake::new(), &mut Fixed(0xab));
+    let id = d.new_pin.expect("a new pin");
+    assert_eq!(id.as_str(), "ab".repeat(16));
+    assert_eq!(d.reason, Reason::Random);
+    assert_eq!(d.bucket, Some(r.split.bucket(id.as_bytes())));
+    assert_eq!(Some(d.subset), r.split.subset_of(d.bucket.unwrap()));
+
+    // Replaying the pin routes by it: same bucket, reason pin, no new pin.
+    let cookie = format!("other=1; canary_pin={}", id.as_str());
+    let again = decide(&r, &Fake::new().header("cookie", &cookie), &mut NoRandom);
+    assert_eq!(again.reason, Reason::Pin);
+    assert_eq!((again.subset, again.bucket), (d.subset, d.bucket));
+    assert_eq!(again.new_pin, None);
+}
+
+#[test]
+fn identity_wins_over_the_pin() {
+    let r = router(PINNED);
+    let req = Fake::new()
+        .header("cookie", "canary_pin=0123456789abcdef0123456789abcdef")
+        .header("x-user-id", "alice");
+    let d = decide(&r, &req, &mut NoRandom);
+    assert_eq!((d.reason, d.key, d.new_pin), (Reason::Hash, Some(0), None));
+    assert_eq!(d.bucket, Some(r.split.bucket(b"alice")));
+}
+
+#[test]
+fn malformed_pins_are_replaced() {
+    let r = router(PINNED);
+    for bad in [
+        "",
+        "short",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "zz23456789abcdef",
+        "\"\"",
+    ] {
+        let req = Fake::new().header("cookie", &format!("canary_pin={bad}"));
+        let d = decide(&r, &req, &mut Fixed(7));
+        assert_eq!(d.reason, Reason::Random, "{bad}");
+        assert!(d.new_pin.is_some(), "{bad}");
+    }
+}
+
+#[test]
+fn pins_hold_both_subsets_and_follow_the_seed() {
+    let r = router(PINNED);
+    let reseeded = router(&PINNED.replace("\"s1\"", "\"s2\""));
+    let mut rng = crate::rng::SplitMix64::new(3);
+    let mut per_subset = [0usize; 2];
+    let mut moved = 0;
+    for _ in 0..2000 {
+        let id = decide(&r, &Fake::new(), &mut rng).new_pin.unwrap();
+        let cookie = format!("canary_pin={}", id.as_str());
+        let d = decide(&r, &Fake::new().header("cookie", &cookie), &mut NoRandom);
+        per_subset[d.subset] += 1;
+        let e = decide(
+            &reseeded,
+            &Fake::new().header("cookie", &cookie),
+            &mut NoRandom,
+        );
+        moved += usize::from(d.subset != e.subset);
+    }
+    assert!(per_subset.iter().all(|&n| n > 800), "{per_subset:?}");
+    assert!((800..1200).contains(&moved), "moved {moved}");
+}
+
+#[test]
+fn decision_header_values() {
+    let r = router(CONTRACT);
+    let describe = |req: Fake| decide(&r, &req, &mut NoRandom).describe(&r);
+    assert_eq!(
+        describe(Fake::new().header("x-canary", "always")),
+        "subset=v2; reason=rule; rule=qa"
+    );
+    let b = r.split.bucket(b"alice");
+    let subset = r.subset_name(r.split.subset_of(b).unwrap());
+    let text = describe(Fake::new().header("cookie", "session_id=alice"));
+    assert_eq!(
+        text,
+        format!("subset={subset}; reason=hash; key=cookie:session_id; bucket={b}")
+    );
+    assert!(!text.contains("alice=") && !text.contains("=alice"));
+
+    let pinned = router(PINNED);
+    let d = decide(&pinned, &Fake::new(), &mut Fixed(0));
+    let b = d.bucket.unwrap();
+    let s = pinned.subset_name(d.subset);
+    assert_eq!(
+        d.describe(&pinned),
+        format!("subset={s}; reason=random; bucket={b}; pin=new")
+    );
+    let cookie = format!("canary_pin={}", d.new_pin.unwrap().as_str());
+    let again = decide(
+        &pinned,
+        &Fake::new().header("cookie", &cookie),
+        &mut NoRandom,
+    );
+    assert_eq!(
+        again.describe(&pinned),
+        format!("subset={s}; reason=pin; key=pin; bucket={b}")
+    );
+
+    let fallback = decide(&r, &Fake::new().broken(), &mut NoRandom);
+    assert_eq!(fallback.describe(&r), "subset=v1; reason=fallback");
+
+    let plain = router(r#"{"subsets":[{"name":"v1","weight":100}]}"#);
+    let d = decide(&plain, &Fake::new(), &mut Fixed(42));
+    assert_eq!(d.describe(&plain), "subset=v1; reason=random; bucket=42");
+}
+
+#[test]
+fn shadow_mode_decides_the_same_and_says_so() {
+    let enforce = router(PINNED);
+    let shadow = router(&PINNED.replace(
+        "\"decision_header\"",
+        "\"mode\":\"shadow\",\"decision_header\"",
+    ));
+    assert_eq!(shadow.mode, crate::router::Mode::Shadow);
+    for req in [Fake::new().header("x-user-id", "u1"), Fake::new()] {
+        let a = decide(&enforce, &req, &mut Fixed(5));
+        let b = decide(&shadow, &req, &mut Fixed(5));
+        assert_eq!(a, b);
+        assert_eq!(
+            b.describe(&shadow),
+            format!(
+                "{}; mode=shadow",
+                a.describe(&enforce).trim_end_matches("; pin=new")
+            )
+        );
+    }
 }

@@ -14,6 +14,7 @@ pub mod cookie;
 pub mod decide;
 pub mod hash;
 pub mod metrics;
+pub mod pin;
 pub mod request;
 pub mod rng;
 pub mod router;

@@ -2,6 +2,7 @@
 //! Envoy shows them under `wasmcustom.` at `/stats`.
 //!
 //! - `<prefix>.subset.<subset>.reason.<reason>.requests`
+//! - `<prefix>.shadow.subset.<subset>.reason.<reason>.requests` (shadow mode)
 //! - `<prefix>.rule.<rule>.matches`
 //! - `<prefix>.subset.<subset>.responses.<class>`
 
@@ -51,6 +52,8 @@ impl ResponseClass {
 pub struct MetricNames {
     /// `[subset][reason]`
     pub requests: Vec<Vec<String>>,
+    /// `[subset][reason]`, counted instead of `requests` in shadow mode.
+    pub shadow_requests: Vec<Vec<String>>,
     /// `[rule]`
     pub rule_matches: Vec<String>,
     /// `[subset][class]`
@@ -59,16 +62,20 @@ pub struct MetricNames {
 
 impl MetricNames {
     pub fn new(prefix: &str, subsets: &[String], rules: &[String]) -> MetricNames {
-        MetricNames {
-            requests: subsets
+        let requests = |scope: &str| -> Vec<Vec<String>> {
+            subsets
                 .iter()
                 .map(|s| {
                     Reason::ALL
                         .iter()
-                        .map(|r| format!("{prefix}.subset.{s}.reason.{}.requests", r.as_str()))
+                        .map(|r| format!("{scope}subset.{s}.reason.{}.requests", r.as_str()))
                         .collect()
                 })
-                .collect(),
+                .collect()
+        };
+        MetricNames {
+            requests: requests(&format!("{prefix}.")),
+            shadow_requests: requests(&format!("{prefix}.shadow.")),
             rule_matches: rules
                 .iter()
                 .map(|r| format!("{prefix}.rule.{r}.matches"))
@@ -94,12 +101,20 @@ mod tests {
     fn names_follow_the_contract() {
         let names = MetricNames::new("canary", &["v1".into(), "v2".into()], &["qa".into()]);
         assert_eq!(
-            names.requests[1][Reason::Rule as usize],
+            names.requests[1][Reason::Rule.index()],
             "canary.subset.v2.reason.rule.requests"
         );
         assert_eq!(
-            names.requests[0][Reason::Hash as usize],
+            names.requests[0][Reason::Hash.index()],
             "canary.subset.v1.reason.hash.requests"
+        );
+        assert_eq!(
+            names.requests[0][Reason::Pin.index()],
+            "canary.subset.v1.reason.pin.requests"
+        );
+        assert_eq!(
+            names.shadow_requests[1][Reason::Random.index()],
+            "canary.shadow.subset.v2.reason.random.requests"
         );
         assert_eq!(names.rule_matches, ["canary.rule.qa.matches"]);
         assert_eq!(names.responses[1][3], "canary.subset.v2.responses.5xx");

@@ -32,6 +32,26 @@ impl SplitMix64 {
     }
 }
 
+/// Pin ids drawn from the generator: for tools and tests. The filter draws them
+/// from the host's entropy instead (see the host adapter).
+impl crate::decide::Entropy for SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        SplitMix64::next_u64(self)
+    }
+
+    fn pin_bits(&mut self) -> [u8; 16] {
+        let (a, b) = (SplitMix64::next_u64(self), SplitMix64::next_u64(self));
+        let mut bits = [0u8; 16];
+        for (dst, src) in bits
+            .iter_mut()
+            .zip(a.to_le_bytes().into_iter().chain(b.to_le_bytes()))
+        {
+            *dst = src;
+        }
+        bits
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

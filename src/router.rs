@@ -2,6 +2,7 @@
 
 use crate::bucket::Split;
 use crate::metrics::MetricNames;
+use crate::pin::PinCookie;
 use crate::request::JwtSource;
 use crate::rules::{RuleSet, Source};
 
@@ -22,6 +23,18 @@ pub struct Router {
     pub seed: String,
     pub jwt: JwtSource,
     pub rules: RuleSet,
+    /// Pins for keyless requests (`sticky.pin_cookie`).
+    pub pin: Option<PinCookie>,
+    /// Response header that explains the decision (`decision_header`).
+    pub decision_header: Option<String>,
+    pub mode: Mode,
+}
+
+/// `enforce` routes; `shadow` only decides and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Shadow,
 }
 
 /// A sticky key source, in priority order.

@@ -8,8 +8,9 @@ use super::reader::Object;
 use super::{ConfigError, Loaded};
 use crate::bucket::{Split, BUCKETS};
 use crate::metrics::MetricNames;
+use crate::pin::{PinCookie, SameSite};
 use crate::request::JwtSource;
-use crate::router::{Router, StickyKey};
+use crate::router::{Mode, Router, StickyKey};
 use crate::rules::{Operator, Rule, RuleSet, Source};
 
 pub const MAX_SUBSETS: usize = 16;
@@ -31,7 +32,18 @@ const TOP_FIELDS: &[&str] = &[
     "sticky",
     "jwt",
     "rules",
+    "decision_header",
+    "mode",
 ];
+const PIN_FIELDS: &[&str] = &[
+    "name",
+    "max_age",
+    "path",
+    "secure",
+    "http_only",
+    "same_site",
+];
+pub const DEFAULT_PIN_MAX_AGE: u64 = 30 * 24 * 3600;
 
 pub fn compile(config: &Value) -> Result<Loaded> {
     let top = Object::new(config, String::new(), TOP_FIELDS)?;
@@ -52,8 +64,8 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     };
     let jwt = compile_jwt(top.object("jwt", &["source", "metadata_key"])?)?;
 
-    let (sticky_keys, seed) = match top.object("sticky", &["keys", "seed"])? {
-        None => (Vec::new(), String::new()),
+    let (sticky_keys, seed, pin) = match top.object("sticky", &["keys", "seed", "pin_cookie"])? {
+        None => (Vec::new(), String::new(), None),
         Some(sticky) => (
             sticky
                 .list("keys")?
@@ -61,7 +73,25 @@ pub fn compile(config: &Value) -> Result<Loaded> {
                 .map(|(path, key)| sticky_key(key, path))
                 .collect::<Result<Vec<_>>>()?,
             sticky.string("seed")?.unwrap_or_default().to_owned(),
+            sticky
+                .object("pin_cookie", PIN_FIELDS)?
+                .map(|p| pin_cookie(&p))
+                .transpose()?,
         ),
+    };
+    let decision_header = top
+        .string("decision_header")?
+        .map(|h| header_name(h, "decision_header"))
+        .transpose()?;
+    let mode = match top.string("mode")? {
+        None | Some("enforce") => Mode::Enforce,
+        Some("shadow") => Mode::Shadow,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "mode",
+                format!("unknown mode {other:?}, expected \"enforce\" or \"shadow\""),
+            ))
+        }
     };
 
     let mut rule_names = HashSet::new();
@@ -122,6 +152,9 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         seed,
         jwt,
         rules: RuleSet::new(rules),
+        pin,
+        decision_header,
+        mode,
     };
     Ok(Loaded { router, warnings })
 }
@@ -321,6 +354,44 @@ fn sticky_key(key: &Value, path: &str) -> Result<StickyKey> {
         label: format!("{kind}:{name}"),
         source,
     })
+}
+
+fn pin_cookie(pin: &Object) -> Result<PinCookie> {
+    let name = cookie_name(pin.required_string("name")?, &pin.path("name"))?;
+    let max_age = pin.unsigned("max_age")?.unwrap_or(DEFAULT_PIN_MAX_AGE);
+    if max_age == 0 {
+        return Err(ConfigError::new(
+            pin.path("max_age"),
+            "0 would delete the pin at once; want seconds, at least 1",
+        ));
+    }
+    let path = pin.string("path")?.unwrap_or("/");
+    if !path.starts_with('/') || path.bytes().any(|b| b < b' ' || b == b';' || b >= 0x7f) {
+        return Err(ConfigError::new(
+            pin.path("path"),
+            format!("{path:?} is not a cookie path (want /..., no ';' or control characters)"),
+        ));
+    }
+    let secure = pin.boolean("secure")?.unwrap_or(true);
+    let http_only = pin.boolean("http_only")?.unwrap_or(true);
+    let same_site = match pin.string("same_site")? {
+        None => SameSite::Lax,
+        Some(value) => SameSite::parse(value).ok_or_else(|| {
+            ConfigError::new(
+                pin.path("same_site"),
+                format!("{value:?} is not one of \"Strict\", \"Lax\", \"None\""),
+            )
+        })?,
+    };
+    if same_site == SameSite::None && !secure {
+        return Err(ConfigError::new(
+            pin.path("same_site"),
+            "\"None\" needs \"secure\": true (browsers drop the cookie otherwise)",
+        ));
+    }
+    Ok(PinCookie::new(
+        name, max_age, path, secure, http_only, same_site,
+    ))
 }
 
 fn cookie_name(name: &str, path: &str) -> Result<String> {

@@ -111,6 +111,17 @@ impl<'a> Object<'a> {
             .ok_or_else(|| wrong_type(&self.path(key), value, "a number"))
     }
 
+    /// An optional whole number from 0 to 2^53.
+    pub fn unsigned(&self, key: &str) -> Result<Option<u64>> {
+        self.get(key)
+            .map(|v| {
+                v.as_u64()
+                    .filter(|n| *n <= 1 << 53)
+                    .ok_or_else(|| wrong_type(&self.path(key), v, "a whole number of seconds"))
+            })
+            .transpose()
+    }
+
     pub fn boolean(&self, key: &str) -> Result<Option<bool>> {
         self.get(key)
             .map(|v| {

@@ -184,6 +184,24 @@ fn one_line_errors_name_the_field() {
             "config: rules[0]: missing field `match`"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"wieght":1}"#,
             "config: wieght: unknown field `wieght`, expected one of `subsets`, `default_subset`, `header`, `metrics_prefix`, `sticky`, `jwt`, `rules`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"mode":"dry-run"}"#,
+            "config: mode: unknown mode \"dry-run\", expected \"enforce\" or \"shadow\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":"x decision"}"#,
+            "config: decision_header: \"x decision\" is not a valid HTTP header name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{}}}"#,
+            "config: sticky.pin_cookie: missing field `name`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","maxage":1}}}"#,
+            "config: sticky.pin_cookie.maxage: unknown field `maxage`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","max_age":0}}}"#,
+            "config: sticky.pin_cookie.max_age: 0 would delete the pin at once"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","max_age":-5}}}"#,
+            "config: sticky.pin_cookie.max_age: want a whole number of seconds, got the number -5"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","same_site":"lax"}}}"#,
+            "config: sticky.pin_cookie.same_site: \"lax\" is not one of \"Strict\", \"Lax\", \"None\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","same_site":"None","secure":false}}}"#,
+            "config: sticky.pin_cookie.same_site: \"None\" needs \"secure\": true"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","path":"app"}}}"#,
+            "config: sticky.pin_cookie.path: \"app\" is not a cookie path"),
     ];
     for (json, want) in cases {
         let got = err(json);
@@ -219,4 +237,32 @@ fn unverified_claims_warn() {
     assert_eq!(loaded.router.jwt, JwtSource::UnverifiedBearer);
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].contains("WITHOUT checking the signature"));
+}
+
+#[test]
+fn issue_3_fields_compile_with_defaults() {
+    let r = load(
+        br#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"canary_pin"}},
+             "decision_header":"X-Canary-Decision","mode":"shadow"}"#,
+    )
+    .unwrap()
+    .router;
+    assert_eq!(r.decision_header.as_deref(), Some("x-canary-decision"));
+    assert_eq!(r.mode, crate::router::Mode::Shadow);
+    let pin = r.pin.unwrap();
+    let id = crate::pin::PinId::from_random([1; 16]);
+    assert_eq!(
+        pin.set_cookie(&id),
+        format!(
+            "canary_pin={}; Max-Age=2592000; Path=/; Secure; HttpOnly; SameSite=Lax",
+            id.as_str()
+        )
+    );
+    let plain = load(br#"{"subsets":[{"name":"v1","weight":100}]}"#)
+        .unwrap()
+        .router;
+    assert_eq!(
+        (plain.pin, plain.decision_header, plain.mode),
+        (None, None, crate::router::Mode::Enforce)
+    );
 }

@@ -12,18 +12,19 @@ use super::metrics::increment;
 use super::Active;
 use crate::claims::{self, Claim, ClaimPath};
 use crate::config::DEFAULT_HEADER;
-use crate::decide::decide;
+use crate::decide::{decide, Decision, Entropy};
 use crate::metrics::ResponseClass;
 use crate::request::{ClaimSource, Headers, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
+use crate::router::Mode;
 
 const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
 
 pub(crate) struct CanaryHttp {
     active: Option<Rc<Active>>,
     rng: Rc<RefCell<SplitMix64>>,
-    /// The subset chosen for this request, for the response counters.
-    chosen: Option<usize>,
+    /// This request's decision, for the response side (counters, pin, header).
+    decision: Option<Decision>,
 }
 
 impl CanaryHttp {
@@ -31,8 +32,26 @@ impl CanaryHttp {
         CanaryHttp {
             active,
             rng,
-            chosen: None,
+            decision: None,
         }
+    }
+}
+
+/// Keyless draws from the VM's generator; pin ids from the host's entropy
+/// (WASI `random_get`), so ids cannot be predicted from one another.
+struct HostEntropy<'a>(&'a RefCell<SplitMix64>);
+
+impl Entropy for HostEntropy<'_> {
+    fn next_u64(&mut self) -> u64 {
+        self.0.borrow_mut().next_u64()
+    }
+
+    fn pin_bits(&mut self) -> [u8; 16] {
+        let mut bits = [0u8; 16];
+        if getrandom::fill(&mut bits).is_err() {
+            bits = Entropy::pin_bits(&mut *self.0.borrow_mut());
+        }
+        bits
     }
 }
 
@@ -81,41 +100,74 @@ impl HttpContext for CanaryHttp {
         };
         let router = &active.router;
         let request = Request::new(request_headers(), &router.jwt, HostClaims);
-        let rng = &self.rng;
-        let decision = decide(router, &request, || rng.borrow_mut().next_u64());
+        let decision = decide(router, &request, &mut HostEntropy(&self.rng));
 
-        // Replacing the header drops every client-sent copy of it.
-        let subset = router.subset_name(decision.subset);
-        if let Err(status) =
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, &router.header, Some(subset))
-        {
-            warn!(
-                "canary-router: cannot set {}: host status {status:?}",
-                router.header
-            );
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
+        match router.mode {
+            Mode::Enforce => {
+                // Replacing the header drops every client-sent copy of it.
+                let subset = router.subset_name(decision.subset);
+                if let Err(status) = hostcalls::set_map_value(
+                    MapType::HttpRequestHeaders,
+                    &router.header,
+                    Some(subset),
+                ) {
+                    warn!(
+                        "canary-router: cannot set {}: host status {status:?}",
+                        router.header
+                    );
+                    let _ =
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
+                }
+                increment(active.metrics.request(decision.subset, decision.reason));
+            }
+            Mode::Shadow => {
+                // The route table decides; a client still cannot pick the subset.
+                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
+                increment(
+                    active
+                        .metrics
+                        .shadow_request(decision.subset, decision.reason),
+                );
+            }
         }
         // Envoy picked the route before this filter ran: make it pick again. On
         // proxies without the function the ABI 0.2.1 header write already does it.
         let _ = hostcalls::call_foreign_function("clear_route_cache", None);
 
-        increment(active.metrics.request(decision.subset, decision.reason));
         if let Some(rule) = decision.rule {
             increment(active.metrics.rule_match(rule));
         }
-        self.chosen = Some(decision.subset);
+        self.decision = Some(decision);
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let (Some(active), Some(subset)) = (&self.active, self.chosen) else {
+        let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
             return Action::Continue;
         };
-        let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
-        if let Ok(Some(status)) = status {
-            if let Some(class) = ResponseClass::from_status(&status) {
-                increment(active.metrics.response(subset, class));
+        let router = &active.router;
+        if router.mode == Mode::Enforce {
+            let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
+            if let Ok(Some(status)) = status {
+                if let Some(class) = ResponseClass::from_status(&status) {
+                    increment(active.metrics.response(decision.subset, class));
+                }
             }
+            if let (Some(pin), Some(id)) = (&router.pin, &decision.new_pin) {
+                // Added, not set: the upstream's own Set-Cookie headers stay.
+                let _ = hostcalls::add_map_value(
+                    MapType::HttpResponseHeaders,
+                    "set-cookie",
+                    &pin.set_cookie(id),
+                );
+            }
+        }
+        if let Some(header) = &router.decision_header {
+            let _ = hostcalls::set_map_value(
+                MapType::HttpResponseHeaders,
+                header,
+                Some(&decision.describe(router)),
+            );
         }
         Action::Continue
     }

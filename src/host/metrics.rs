@@ -10,6 +10,7 @@ use crate::metrics::{MetricNames, ResponseClass};
 
 pub(crate) struct MetricIds {
     requests: Vec<Vec<u32>>,
+    shadow_requests: Vec<Vec<u32>>,
     rule_matches: Vec<u32>,
     responses: Vec<Vec<u32>>,
 }
@@ -48,6 +49,11 @@ impl MetricIds {
                 .iter()
                 .map(|row| counters(row))
                 .collect::<Result<_, _>>()?,
+            shadow_requests: names
+                .shadow_requests
+                .iter()
+                .map(|row| counters(row))
+                .collect::<Result<_, _>>()?,
             rule_matches: counters(&names.rule_matches)?,
             responses: names
                 .responses
@@ -58,7 +64,14 @@ impl MetricIds {
     }
 
     pub fn request(&self, subset: usize, reason: Reason) -> Option<u32> {
-        self.requests.get(subset)?.get(reason as usize).copied()
+        self.requests.get(subset)?.get(reason.index()).copied()
+    }
+
+    pub fn shadow_request(&self, subset: usize, reason: Reason) -> Option<u32> {
+        self.shadow_requests
+            .get(subset)?
+            .get(reason.index())
+            .copied()
     }
 
     pub fn rule_match(&self, rule: usize) -> Option<u32> {
