@@ -157,6 +157,31 @@ fn take_nul_terminated(bytes: &[u8], at: &mut usize, len: usize) -> Option<Strin
     Some(text)
 }
 
+/// base64url without padding (RFC 4648 §5).
+pub fn base64url_encode(data: &[u8]) -> String {
+    let digit = |six: u32| -> char {
+        let six = (six & 63) as u8;
+        char::from(match six {
+            0..=25 => b'A' + six,
+            26..=51 => b'a' + (six - 26),
+            52..=61 => b'0' + (six - 52),
+            62 => b'-',
+            _ => b'_',
+        })
+    };
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(digit(n >> (18 - 6 * i)));
+        }
+    }
+    out
+}
+
 /// base64url (RFC 4648 §5), padding optional; `None` on any other byte.
 pub fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
     let input = match input.iter().position(|&b| b == b'=') {
@@ -199,16 +224,7 @@ mod tests {
     }
 
     fn b64(data: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let n = chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b))
-                << (8 * (3 - chunk.len()));
-            for i in 0..=chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            }
-        }
-        out
+        base64url_encode(data)
     }
 
     #[test]
@@ -217,6 +233,8 @@ mod tests {
             assert_eq!(base64url_decode(b64(data).as_bytes()).unwrap(), data);
         }
         assert_eq!(base64url_decode(b"Zm9vYg==").unwrap(), b"foob");
+        assert_eq!(base64url_encode(b"foob"), "Zm9vYg");
+        assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
         assert_eq!(base64url_decode(b"Zm9v+g"), None);
         assert_eq!(base64url_decode(b"Z"), None);
         assert_eq!(base64url_decode(b"Zm=9"), None);

@@ -19,6 +19,7 @@ pub mod request;
 pub mod rng;
 pub mod router;
 pub mod rules;
+pub mod simulate;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

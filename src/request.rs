@@ -151,6 +151,19 @@ impl<C: ClaimSource> Request<'_, C> {
     }
 }
 
+/// Verified claims given as a JSON object, as jwt_authn would have stored them:
+/// what the `explain` tool reads from `--claims`.
+pub struct JsonClaims(pub Option<serde_json::Map<String, serde_json::Value>>);
+
+impl ClaimSource for JsonClaims {
+    fn verified_claim(&self, _: &str, path: &ClaimPath) -> Lookup<Claim> {
+        Ok(self.0.as_ref().and_then(|payload| claims::lookup(payload, path)))
+    }
+    fn has_verified_payload(&self, _: &str) -> Result<bool, LookupError> {
+        Ok(self.0.is_some())
+    }
+}
+
 /// A claim source with no claims (no jwt_authn metadata).
 pub struct NoClaims;
 

@@ -1,0 +1,321 @@
+//! `canary-router`: the filter's decision outside the proxy. The same crate, the
+//! same config loader and the same `decide` as the .wasm; no second implementation.
+
+mod args;
+
+use std::process::ExitCode;
+
+use serde_json::{json, Value};
+
+use canary_router::claims::base64url_encode;
+use canary_router::config::{self, Loaded};
+use canary_router::decide::{decide, Reason};
+use canary_router::request::{Headers, JsonClaims, JwtSource, Request};
+use canary_router::rng::SplitMix64;
+use canary_router::router::{Mode, Router};
+use canary_router::simulate;
+
+use args::{Command, UsageError};
+
+const INVALID_CONFIG: u8 = 1;
+const USAGE_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let command = match args::parse(std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let result = match command {
+        Command::Help => {
+            println!("{}", args::USAGE);
+            Ok(())
+        }
+        Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            headers,
+            cookies,
+            claims,
+            json,
+        } => explain(&config, headers, &cookies, claims.as_deref(), json),
+        Command::Simulate {
+            config,
+            to,
+            keys,
+            json,
+        } => run_simulate(&config, to.as_deref(), keys, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(line)) => {
+            eprintln!("{line}");
+            ExitCode::from(INVALID_CONFIG)
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("{e}");
+            ExitCode::from(USAGE_ERROR)
+        }
+    }
+}
+
+enum Failure {
+    /// The line the filter would log, or why the file could not be read.
+    Config(String),
+    Usage(UsageError),
+}
+
+fn load(path: &str) -> Result<Loaded, Failure> {
+    let bytes = if path == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Failure::Config(format!("canary-router: cannot read stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read(path)
+            .map_err(|e| Failure::Config(format!("canary-router: cannot read {path}: {e}")))?
+    };
+    let loaded =
+        config::load(&bytes).map_err(|e| Failure::Config(format!("canary-router: {e}")))?;
+    for warning in &loaded.warnings {
+        eprintln!("canary-router: warning: {warning}");
+    }
+    Ok(loaded)
+}
+
+fn weights(router: &Router) -> String {
+    router
+        .subsets
+        .iter()
+        .zip(&router.weights_bp)
+        .map(|(s, w)| format!("{s}={}%", percent(*w)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn percent(bp: u16) -> String {
+    if bp % 100 == 0 {
+        format!("{}", bp / 100)
+    } else {
+        format!("{}.{:02}", bp / 100, bp % 100)
+    }
+}
+
+fn check(path: &str) -> Result<(), Failure> {
+    let router = load(path)?.router;
+    println!(
+        "ok: {path}: subsets {}, {} rule(s), {} sticky key(s){}, mode {}",
+        weights(&router),
+        router.rules.len(),
+        router.sticky_keys.len(),
+        if router.pin.is_some() {
+            ", pin cookie"
+        } else {
+            ""
+        },
+        mode_name(router.mode),
+    );
+    Ok(())
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "enforce",
+        Mode::Shadow => "shadow",
+    }
+}
+
+fn explain(
+    path: &str,
+    mut headers: Vec<(String, String)>,
+    cookies: &[String],
+    claims: Option<&str>,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let router = load(path)?.router;
+    let claims = match claims {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => Some(map),
+            _ => {
+                return Err(Failure::Usage(UsageError(format!(
+                    "--claims wants a JSON object, got {text:?}"
+                ))))
+            }
+        },
+    };
+    headers.extend(cookies.iter().map(|c| ("cookie".to_owned(), c.clone())));
+    // In unverified mode the filter decodes the bearer token itself: hand it one.
+    let verified_claims = match (&router.jwt, claims) {
+        (JwtSource::UnverifiedBearer, Some(map)) => {
+            let payload = base64url_encode(Value::Object(map).to_string().as_bytes());
+            headers.push((
+                "authorization".to_owned(),
+                format!("Bearer e30.{payload}.unsigned"),
+            ));
+            None
+        }
+        (_, claims) => claims,
+    };
+    let header_map = Headers::new(
+        headers
+            .into_iter()
+            .map(|(n, v)| (n, v.into_bytes()))
+            .collect(),
+    );
+    let request = Request::new(Ok(header_map), &router.jwt, JsonClaims(verified_claims));
+    let mut entropy = SplitMix64::from_entropy().unwrap_or_else(|| SplitMix64::new(0x5eed));
+    let decision = decide(&router, &request, &mut entropy);
+
+    let subset = router.subset_name(decision.subset);
+    let rule = decision.rule.and_then(|i| router.rules.rules().get(i));
+    let key = decision.key.and_then(|i| router.sticky_keys.get(i));
+    let set_cookie = match (&router.pin, &decision.new_pin, router.mode) {
+        (Some(pin), Some(id), Mode::Enforce) => Some(pin.set_cookie(id)),
+        _ => None,
+    };
+    let routing_header =
+        (router.mode == Mode::Enforce).then(|| format!("{}: {subset}", router.header));
+    let description = decision.describe(&router);
+
+    if as_json {
+        let out = json!({
+            "subset": subset,
+            "reason": decision.reason.as_str(),
+            "rule": rule.map(|r| r.name.as_str()),
+            "key": key.map(|k| k.label.as_str()).or((decision.reason == Reason::Pin).then_some("pin")),
+            "bucket": decision.bucket,
+            "mode": mode_name(router.mode),
+            "routing_header": routing_header,
+            "set_cookie": set_cookie,
+            "decision": description,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("subset:   {subset}");
+    println!("reason:   {}", decision.reason.as_str());
+    if let Some(rule) = rule {
+        println!(
+            "rule:     {} (rule {} of {})",
+            rule.name,
+            decision.rule.unwrap_or(0) + 1,
+            router.rules.len()
+        );
+    }
+    if let Some(key) = key {
+        println!("key:      {}", key.label);
+    }
+    if let Some(bucket) = decision.bucket {
+        let owner = router
+            .split
+            .ranges()
+            .iter()
+            .find(|r| r.start <= bucket && bucket < r.end)
+            .map(|r| format!(" ({subset} owns buckets {}..{})", r.start, r.end - 1))
+            .unwrap_or_default();
+        println!("bucket:   {bucket}{owner}");
+    }
+    match &routing_header {
+        Some(h) => println!("header:   {h}"),
+        None => println!("header:   (shadow mode: not set; the route table decides)"),
+    }
+    if let Some(cookie) = &set_cookie {
+        println!("response: set-cookie: {cookie}");
+    }
+    println!("decision: {description}");
+    if decision.reason == Reason::Random {
+        println!("note:     no sticky key: a random draw by weight; another run may differ");
+    }
+    Ok(())
+}
+
+fn run_simulate(path: &str, to: Option<&str>, keys: u64, as_json: bool) -> Result<(), Failure> {
+    let from = load(path)?.router;
+    let target = to.map(load).transpose()?.map(|l| l.router);
+
+    let table = |router: &Router| -> Vec<Value> {
+        let counts = simulate::shares(router, keys);
+        router
+            .subsets
+            .iter()
+            .zip(&router.weights_bp)
+            .zip(counts)
+            .map(|((name, bp), count)| {
+                json!({
+                    "subset": name,
+                    "weight": f64::from(*bp) / 100.0,
+                    "keys": count,
+                    "share": count as f64 * 100.0 / keys as f64,
+                })
+            })
+            .collect()
+    };
+    let from_table = table(&from);
+    let to_table = target.as_ref().map(table);
+    let flows = target
+        .as_ref()
+        .map(|t| simulate::moves(&from, t, keys))
+        .unwrap_or_default();
+    let moved: u64 = flows.values().sum();
+
+    if as_json {
+        let mut out = serde_json::Map::new();
+        out.insert("keys".into(), json!(keys));
+        out.insert(
+            "from".into(),
+            json!({"config": path, "subsets": from_table}),
+        );
+        if let (Some(to), Some(to_table)) = (to, to_table) {
+            out.insert("to".into(), json!({"config": to, "subsets": to_table}));
+            let flows: Vec<Value> = flows
+                .iter()
+                .map(|((a, b), n)| json!({"from": a, "to": b, "keys": n}))
+                .collect();
+            out.insert(
+                "moved".into(),
+                json!({"keys": moved, "share": moved as f64 * 100.0 / keys as f64, "flows": flows}),
+            );
+        }
+        let out = Value::Object(out);
+        println!("{out}");
+        return Ok(());
+    }
+    let print_table = |title: String, rows: &[Value]| {
+        println!("{title}");
+        println!(
+            "  {:<16} {:>10} {:>9} {:>9}",
+            "subset", "keys", "share", "weight"
+        );
+        for row in rows {
+            println!(
+                "  {:<16} {:>10} {:>8.2}% {:>8.2}%",
+                row["subset"].as_str().unwrap_or_default(),
+                row["keys"].as_u64().unwrap_or_default(),
+                row["share"].as_f64().unwrap_or_default(),
+                row["weight"].as_f64().unwrap_or_default(),
+            );
+        }
+    };
+    print_table(
+        format!(
+            "{keys} keys (user-0 .. user-{}) with {path} (seed {:?}):",
+            keys - 1,
+            from.seed
+        ),
+        &from_table,
+    );
+    if let (Some(to), Some(target), Some(to_table)) = (to, &target, &to_table) {
+        print_table(format!("with {to} (seed {:?}):", target.seed), to_table);
+        println!(
+            "moved: {moved} of {keys} keys ({:.2}%)",
+            moved as f64 * 100.0 / keys as f64
+        );
+        for ((a, b), n) in &flows {
+            println!("  {a} -> {b}: {n}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,400 @@
+//! The `canary-router` command line: each subcommand and exit code, and
+//! `explain` agreeing with the filter in a real Envoy on the same requests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_canary-router"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("run canary-router")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write_config(name: &str, config: &Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("canary-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_the_shipped_config() {
+    let o = cli(&["check", "envoy/canary.json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).trim(),
+        "ok: envoy/canary.json: subsets v1=90% v2=10%, 5 rule(s), 3 sticky key(s), mode enforce"
+    );
+}
+
+#[test]
+fn check_prints_the_line_the_filter_logs() {
+    let bad = json!({"subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 30}]});
+    let path = write_config("bad.json", &bad);
+    let o = cli(&["check", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let line = stderr(&o).trim().to_owned();
+    assert_eq!(
+        line,
+        "canary-router: config: subsets[1].weight: weights sum to 120, want 100"
+    );
+    // The very same line in a real Envoy's log.
+    let log = Envoy::start_expect_failure(&bad.to_string(), Opts::default());
+    assert!(log.contains(&line), "Envoy log lacks {line:?}");
+}
+
+#[test]
+fn exit_codes() {
+    let bad = write_config(
+        "typo.json",
+        &json!({"subsets": [{"name": "v1", "wieght": 100}]}),
+    );
+    let bad = bad.to_str().unwrap();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["check", bad],
+            1,
+            "config: subsets[0].wieght: unknown field",
+        ),
+        (
+            &["check", "/nonexistent.json"],
+            1,
+            "cannot read /nonexistent.json",
+        ),
+        (&["explain", "--config", bad], 1, "unknown field"),
+        (
+            &["simulate", "--config", "envoy/canary.json", "--to", bad],
+            1,
+            "unknown field",
+        ),
+        (&[], 2, "no command given"),
+        (&["frob"], 2, "unknown command \"frob\""),
+        (&["check"], 2, "check needs a CONFIG file"),
+        (
+            &["check", "a.json", "b.json"],
+            2,
+            "check takes one CONFIG file",
+        ),
+        (
+            &["explain", "-H", "x-user-id: 1"],
+            2,
+            "explain needs --config",
+        ),
+        (
+            &["explain", "--config", "envoy/canary.json", "-H", "no-colon"],
+            2,
+            "-H wants 'name: value'",
+        ),
+        (
+            &[
+                "explain",
+                "--config",
+                "envoy/canary.json",
+                "--claims",
+                "[1]",
+            ],
+            2,
+            "--claims wants a JSON object",
+        ),
+        (
+            &["explain", "--config", "envoy/canary.json", "--frob"],
+            2,
+            "unknown argument \"--frob\"",
+        ),
+        (
+            &["simulate", "--config", "envoy/canary.json", "--keys", "0"],
+            2,
+            "--keys wants 1 to",
+        ),
+        (&["simulate", "--config"], 2, "--config needs a value"),
+    ];
+    for (args, code, message) in cases {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(*code), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{args:?}: {}", stderr(&o));
+        if *code == 2 {
+            assert!(stderr(&o).contains("usage:"), "{args:?} prints usage");
+        }
+    }
+    let help = cli(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("canary-router simulate"));
+}
+
+#[test]
+fn explain_says_why() {
+    let o = cli(&[
+        "explain",
+        "--config",
+        "envoy/canary.json",
+        "-H",
+        "x-user-id: 42",
+        "-b",
+        "beta=true",
+        "--claims",
+        r#"{"sub":"alice"}"#,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("subset:   v2\n"), "{text}");
+    assert!(text.contains("reason:   rule\n"), "{text}");
+    assert!(text.contains("rule:     beta (rule 2 of 5)\n"), "{text}");
+    assert!(text.contains("header:   x-canary-subset: v2\n"), "{text}");
+    assert!(
+        text.contains("decision: subset=v2; reason=rule; rule=beta\n"),
+        "{text}"
+    );
+
+    // The verified `sub` claim is the first sticky key: it wins over x-user-id.
+    let o = cli(&[
+        "explain",
+        "--config",
+        "envoy/canary.json",
+        "-H",
+        "X-User-Id: 42",
+        "--claims",
+        r#"{"sub":"alice"}"#,
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bucket =
+        (canary_router::hash::xxh64(b"alice", canary_router::hash::xxh64(b"api-2026-11", 0))
+            % 10_000) as u64;
+    let subset = if bucket < 9000 { "v1" } else { "v2" };
+    assert_eq!(v["reason"], "hash");
+    assert_eq!(v["key"], "jwt_claim:sub");
+    assert_eq!(v["bucket"], bucket);
+    assert_eq!(v["subset"], subset);
+    assert_eq!(
+        v["decision"],
+        format!("subset={subset}; reason=hash; key=jwt_claim:sub; bucket={bucket}")
+    );
+    assert!(
+        !o.stdout.windows(5).any(|w| w == b"alice"),
+        "never the key's value"
+    );
+}
+
+#[test]
+fn explain_shows_a_new_pin_and_shadow_mode() {
+    let config = json!({
+        "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+        "sticky": {"pin_cookie": {"name": "canary_pin", "max_age": 60}},
+    });
+    let path = write_config("pin.json", &config);
+    let o = cli(&["explain", "--config", path.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reason"], "random");
+    let cookie = v["set_cookie"].as_str().unwrap();
+    let id = cookie
+        .strip_prefix("canary_pin=")
+        .and_then(|c| c.split(';').next())
+        .unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(cookie.ends_with("; Max-Age=60; Path=/; Secure; HttpOnly; SameSite=Lax"));
+    assert!(v["decision"].as_str().unwrap().ends_with("; pin=new"));
+
+    // Replaying that pin: reason pin, same subset.
+    let replay = cli(&[
+        "explain",
+        "--config",
+        path.to_str().unwrap(),
+        "-b",
+        &format!("canary_pin={id}"),
+        "--json",
+    ]);
+    let r: Value = serde_json::from_slice(&replay.stdout).unwrap();
+    assert_eq!((&r["reason"], &r["subset"]), (&json!("pin"), &v["subset"]));
+    assert_eq!(r["set_cookie"], Value::Null);
+
+    let mut shadow = config.clone();
+    shadow["mode"] = "shadow".into();
+    let path = write_config("shadow.json", &shadow);
+    let o = cli(&[
+        "explain",
+        "--config",
+        path.to_str().unwrap(),
+        "-b",
+        &format!("canary_pin={id}"),
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("header:   (shadow mode: not set; the route table decides)"),
+        "{text}"
+    );
+    assert!(text.contains("; mode=shadow\n"), "{text}");
+}
+
+#[test]
+fn simulate_counts_shares_and_moves() {
+    let o = cli(&[
+        "simulate",
+        "--config",
+        "envoy/canary.json",
+        "--keys",
+        "20000",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["from"]["subsets"].as_array().unwrap();
+    let keys: u64 = rows.iter().map(|r| r["keys"].as_u64().unwrap()).sum();
+    assert_eq!(keys, 20_000);
+    let v2 = rows[1]["share"].as_f64().unwrap();
+    assert!((v2 - 10.0).abs() < 1.0, "{v2}");
+    assert!(v.get("moved").is_none());
+
+    // A monotonic ramp moves keys one way only, and about 40 % of them.
+    let half = write_config(
+        "half.json",
+        &json!({"subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+                "sticky": {"seed": "api-2026-11"}}),
+    );
+    let o = cli(&[
+        "simulate",
+        "--config",
+        "envoy/canary.json",
+        "--to",
+        half.to_str().unwrap(),
+        "--keys",
+        "20000",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let flows = v["moved"]["flows"].as_array().unwrap();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    assert_eq!(
+        (&flows[0]["from"], &flows[0]["to"]),
+        (&json!("v1"), &json!("v2"))
+    );
+    let moved = v["moved"]["keys"].as_u64().unwrap();
+    assert!((7_000..9_000).contains(&moved), "{moved}");
+
+    // The same change with another seed moves users both ways.
+    let reseeded = write_config(
+        "reseeded.json",
+        &json!({"subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+                "sticky": {"seed": "another"}}),
+    );
+    let o = cli(&[
+        "simulate",
+        "--config",
+        "envoy/canary.json",
+        "--to",
+        reseeded.to_str().unwrap(),
+        "--keys",
+        "20000",
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("  v1 -> v2: ") && text.contains("  v2 -> v1: "),
+        "{text}"
+    );
+    assert!(text.contains("moved: "), "{text}");
+}
+
+const TENANTS: [&str; 3] = ["acme", "x", "globex"];
+
+/// `explain` and the filter decide alike: the decision header Envoy returns
+/// equals `explain`'s decision for the same headers, cookies and verified claims.
+#[test]
+fn explain_agrees_with_the_filter() {
+    let mut config = demo_config();
+    config["decision_header"] = "x-canary-decision".into();
+    config["sticky"]["pin_cookie"] = json!({"name": "canary_pin"});
+    config["subsets"] = json!([{"name": "v1", "weight": 70}, {"name": "v2", "weight": 30}]);
+    let path = write_config("agree.json", &config);
+    let mut envoy = Envoy::start(&config.to_string(), Opts::default());
+
+    let mut checked = 0;
+    for i in 0..300 {
+        let mut headers: Vec<(String, String)> = Vec::new();
+        let mut cookies: Vec<String> = Vec::new();
+        let mut claims: Option<Value> = None;
+        match i % 6 {
+            0 => headers.push(("x-user-id".into(), format!("user-{i}"))),
+            1 => cookies.push(format!("theme=dark; session_id=s{i}; lang=en")),
+            2 => cookies.push(format!("canary_pin={:032x}", i * 7919)),
+            3 => claims = Some(json!({"sub": format!("sub-{i}"), "groups": ["dev"]})),
+            4 => claims = Some(json!({"sub": format!("sub-{i}"), "tenant": TENANTS[i % 3]})),
+            _ => headers.push(("user-agent".into(), format!("LegacyApp/{i}"))),
+        }
+        if i % 5 == 0 {
+            headers.push(("x-canary".into(), "always".into()));
+        }
+        if i % 7 == 0 {
+            cookies.push("beta=true".into());
+        }
+        if i % 11 == 0 {
+            claims = Some(json!({"sub": format!("staff-{i}"), "groups": ["staff"]}));
+        }
+
+        let token = claims
+            .as_ref()
+            .map(|c| bearer(&sign_hs256(&common::claims(c.clone()))));
+        let mut request: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        for c in &cookies {
+            request.push(("cookie", c.as_bytes()));
+        }
+        if let Some(t) = &token {
+            request.push(("authorization", t.as_slice()));
+        }
+        let response = envoy.get("/", &request);
+        assert_eq!(response.status, 200);
+        let from_envoy = response
+            .header("x-canary-decision")
+            .expect("decision header");
+
+        let mut args: Vec<String> = vec![
+            "explain".into(),
+            "--config".into(),
+            path.to_str().unwrap().into(),
+            "--json".into(),
+        ];
+        for (n, v) in &headers {
+            args.extend(["-H".into(), format!("{n}: {v}")]);
+        }
+        for c in &cookies {
+            args.extend(["-b".into(), c.clone()]);
+        }
+        if let Some(c) = &claims {
+            args.extend(["--claims".into(), c.to_string()]);
+        }
+        let o = cli(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["decision"], from_envoy, "request {i}: {args:?}");
+        assert_eq!(
+            response.served_by(),
+            v["subset"].as_str().unwrap(),
+            "request {i}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 300);
+}
