@@ -157,7 +157,10 @@ pub struct JsonClaims(pub Option<serde_json::Map<String, serde_json::Value>>);
 
 impl ClaimSource for JsonClaims {
     fn verified_claim(&self, _: &str, path: &ClaimPath) -> Lookup<Claim> {
-        Ok(self.0.as_ref().and_then(|payload| claims::lookup(payload, path)))
+        Ok(self
+            .0
+            .as_ref()
+            .and_then(|payload| claims::lookup(payload, path)))
     }
     fn has_verified_payload(&self, _: &str) -> Result<bool, LookupError> {
         Ok(self.0.is_some())

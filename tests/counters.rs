@@ -39,12 +39,14 @@ type Planned = (
 const SUBSETS: [&str; 2] = ["v1", "v2"];
 const RULES: [&str; 3] = ["qa", "legacy", "unused"];
 
-/// Every counter the configuration defines, at 0.
+/// Every counter the configuration defines, at 0 (the shadow-mode request
+/// counters too: they are defined in either mode).
 fn all_zero() -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for s in SUBSETS {
         for r in REASONS {
             m.insert(requests_counter("canary", s, r), 0);
+            m.insert(shadow_requests_counter("canary", s, r), 0);
         }
         for c in CLASSES {
             m.insert(responses_counter("canary", s, c), 0);
@@ -65,6 +67,8 @@ fn counters_are_defined_at_configure_time() {
     for s in SUBSETS {
         for r in REASONS {
             let line = format!("canary_requests{{subset=\"{s}\",reason=\"{r}\"}} 0");
+            assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
+            let line = format!("canary_shadow_requests{{subset=\"{s}\",reason=\"{r}\"}} 0");
             assert!(prom.lines().any(|l| l == line), "{line} in\n{prom}");
         }
     }

@@ -29,6 +29,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod pin;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -1007,11 +1009,15 @@ pub fn bearer(token: &str) -> Vec<u8> {
 // Filter counters
 // ---------------------------------------------------------------------------
 
-pub const REASONS: [&str; 4] = ["rule", "hash", "random", "fallback"];
+pub const REASONS: [&str; 5] = ["rule", "hash", "pin", "random", "fallback"];
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 pub fn requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
     format!("wasmcustom.{prefix}.subset.{subset}.reason.{reason}.requests")
+}
+
+pub fn shadow_requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
+    format!("wasmcustom.{prefix}.shadow.subset.{subset}.reason.{reason}.requests")
 }
 
 pub fn responses_counter(prefix: &str, subset: &str, class: &str) -> String {
@@ -1074,7 +1080,25 @@ pub fn parse_requests_name(name: &str) -> Option<(String, String)> {
     let rest = name
         .strip_prefix("wasmcustom.")?
         .strip_suffix(".requests")?;
-    let (_, rest) = rest.split_once(".subset.")?;
+    let (prefix, rest) = rest.split_once(".subset.")?;
+    // metrics_prefix is one segment: `<prefix>.shadow.subset...` is a shadow counter.
+    if prefix.contains('.') {
+        return None;
+    }
+    let (subset, reason) = rest.split_once(".reason.")?;
+    Some((subset.to_string(), reason.to_string()))
+}
+
+/// `(subset, reason)` of a shadow-mode name
+/// `wasmcustom.<prefix>.shadow.subset.<s>.reason.<r>.requests`.
+pub fn parse_shadow_requests_name(name: &str) -> Option<(String, String)> {
+    let rest = name
+        .strip_prefix("wasmcustom.")?
+        .strip_suffix(".requests")?;
+    let (prefix, rest) = rest.split_once(".shadow.subset.")?;
+    if prefix.contains('.') {
+        return None;
+    }
     let (subset, reason) = rest.split_once(".reason.")?;
     Some((subset.to_string(), reason.to_string()))
 }
@@ -1108,6 +1132,15 @@ impl Envoy {
     /// one `requests` counter and one `responses` counter move by one, a rule
     /// counter moves iff the reason is `rule`, and the upstream saw that subset.
     pub fn decide(&mut self, path: &str, headers: &[(&str, &[u8])]) -> Decision {
+        self.decide_with_response(path, headers).0
+    }
+
+    /// [`Envoy::decide`], also returning the response (its headers).
+    pub fn decide_with_response(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> (Decision, Response) {
         let before = self.wasm_stats();
         let r = self.get(path, headers);
         let after = self.wasm_stats();
@@ -1160,13 +1193,14 @@ impl Envoy {
                 "the upstream saw the subset that was counted: {what}"
             );
         }
-        Decision {
+        let decision = Decision {
             subset,
             reason,
             rule,
             status: r.status,
             served_by: r.served_by(),
-        }
+        };
+        (decision, r)
     }
 }
 

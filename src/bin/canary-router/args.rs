@@ -128,3 +128,53 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
         other => Err(usage(format!("unknown command {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn explain_collects_headers_cookies_and_claims() {
+        let c = parse_strs(&[
+            "explain",
+            "-c",
+            "a.json",
+            "-H",
+            "X-User-Id:  42",
+            "-b",
+            "x=1",
+            "--claims",
+            "{}",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(
+            c,
+            Command::Explain {
+                config: "a.json".into(),
+                headers: vec![("x-user-id".into(), "42".into())],
+                cookies: vec!["x=1".into()],
+                claims: Some("{}".into()),
+                json: true,
+            }
+        );
+    }
+
+    #[test]
+    fn simulate_defaults_to_100000_keys() {
+        assert_eq!(
+            parse_strs(&["simulate", "--config", "a.json"]).unwrap(),
+            Command::Simulate {
+                config: "a.json".into(),
+                to: None,
+                keys: 100_000,
+                json: false
+            }
+        );
+        assert!(parse_strs(&["simulate", "--config", "a.json", "--keys", "x"]).is_err());
+    }
+}
