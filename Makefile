@@ -59,7 +59,7 @@ unit:
 
 integration: wasm envoy
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
-	  cargo test --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
 
 fmt:
 	cargo fmt

@@ -74,7 +74,8 @@ cat <<EOF
 canary-router demo is up (Envoy pid $envoy_pid, log: $log)
   listener http://127.0.0.1:10000  ->  v1 (127.0.0.1:10001) / v2 (127.0.0.1:10002)
   plugin configuration: envoy/canary.json (v1 90 %, v2 10 %)
-Each response says who served it (x-served-by) and what the filter decided (x-seen-subset):
+Each response says who served it (x-served-by), what the upstream received
+(x-seen-subset) and why the filter decided so (x-canary-decision):
 
 # sticky weights: the same user always lands on the same subset (about 1 in 10 on v2)
 for u in alice bob carol dave erin frank grace heidi ivan judy; do curl -s -o /dev/null -w "\$u -> %header{x-served-by}\n" -H "x-user-id: \$u" localhost:10000/; done
@@ -94,6 +95,13 @@ curl -si -H 'authorization: Bearer $bad_token' localhost:10000/
 # a client trying to force the canary: bob is on v1, and the filter overwrites
 # x-canary-subset (x-seen-subset shows what the upstream got)
 curl -si -H 'x-canary-subset: v2' -H 'x-user-id: bob' localhost:10000/
+
+# an anonymous visitor gets a pin cookie (reason random, pin=new); replaying it keeps the subset (reason pin)
+curl -s -c /tmp/canary-pin.txt -o /dev/null -w '%header{x-canary-decision}\n' localhost:10000/
+for i in 1 2 3; do curl -s -b /tmp/canary-pin.txt -o /dev/null -w '%header{x-canary-decision}\n' localhost:10000/; done
+
+# the same decisions offline, from the same code
+cargo run -q --bin canary-router -- explain --config envoy/canary.json -H 'x-user-id: bob'
 
 # counters, and the same with labels
 curl -s 'localhost:9901/stats?filter=wasmcustom'

@@ -45,7 +45,7 @@ fn check_accepts_the_shipped_config() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "ok: envoy/canary.json: subsets v1=90% v2=10%, 5 rule(s), 3 sticky key(s), mode enforce"
+        "ok: envoy/canary.json: subsets v1=90% v2=10%, 5 rule(s), 3 sticky key(s), pin cookie, mode enforce"
     );
 }
 
