@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 WASM_TARGET := wasm32-wasip1
-CARGO_WASM := target/$(WASM_TARGET)/release/canary_router.wasm
+CARGO_WASM := target/$(WASM_TARGET)/wasm/canary_router.wasm
 # The artifact Envoy loads: cargo's output shrunk by wasm-opt.
 WASM := target/canary-router.wasm
 VENV := .venv
@@ -26,7 +26,7 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
 ## into $(WASM) with binaryen's wasm-opt (Debian package, installed when missing)
 wasm:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
-	cargo build --release --target $(WASM_TARGET) --lib
+	cargo build --profile wasm --target $(WASM_TARGET) --lib
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 	@if [ ! -f $(WASM) ] || [ $(CARGO_WASM) -nt $(WASM) ]; then \
 	  wasm-opt $(WASM_OPT_FLAGS) $(CARGO_WASM) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); fi
@@ -51,7 +51,7 @@ test: lint unit integration
 
 lint: wasm
 	cargo fmt --check
-	cargo clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	cargo clippy --profile wasm --target $(WASM_TARGET) --lib -- -D warnings
 	cargo clippy --all-targets -- -D warnings
 
 unit:
@@ -60,6 +60,16 @@ unit:
 integration: wasm envoy
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+
+## bench: the Envoy-side benchmark (issue 4, BENCHMARKS.md): one measured Envoy with six
+## listeners (native, native-hash, lua, wasm-empty, canary-router, canary-router-large),
+## wrk load, Envoy CPU per request; prints a table and PASS/FAIL per target, writes
+## target/bench/latest.json. Builds the filter and the empty module, installs wrk.
+## Knobs: BENCH_ROUNDS=3 BENCH_SECONDS=5 BENCH_CONNECTIONS=8. Fails only if the harness breaks.
+.PHONY: bench
+bench: envoy
+	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
+	  python3 benches/envoy/run.py
 
 fmt:
 	cargo fmt

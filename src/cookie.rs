@@ -8,17 +8,22 @@
 //!   `cookie` headers in the order Envoy lists them (HTTP/1.1 may send several,
 //!   HTTP/2 splits one; both read the same).
 
-/// The value of cookie `name` in one `Cookie` header value, if present.
-pub fn find<'a>(header_value: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    header_value.split(|&b| b == b';').find_map(|pair| {
+/// The `(name, value)` pairs of one `Cookie` header value, in order.
+pub fn pairs(header_value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    header_value.split(|&b| b == b';').filter_map(|pair| {
         let eq = pair.iter().position(|&b| b == b'=')?;
         let (raw_name, raw_value) = pair.split_at(eq);
-        if trim(raw_name) != name {
-            return None;
-        }
         // `split_at` keeps the `=` at the start of the value part.
-        Some(unquote(trim(raw_value.get(1..).unwrap_or_default())))
+        Some((
+            trim(raw_name),
+            unquote(trim(raw_value.get(1..).unwrap_or_default())),
+        ))
     })
+}
+
+/// The value of cookie `name` in one `Cookie` header value, if present.
+pub fn find<'a>(header_value: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    pairs(header_value).find_map(|(n, v)| (n == name).then_some(v))
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {

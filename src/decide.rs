@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::bucket::random_bucket;
+use crate::claims::Claim;
 use crate::pin::{self, PinId};
 use crate::request::{LookupError, RequestView};
 use crate::router::{Mode, Router};
@@ -186,7 +187,7 @@ fn pinned(
     let Some(pin) = &router.pin else {
         return Ok(None);
     };
-    if let Some(value) = request.cookie(&pin.name)? {
+    if let Some(value) = request.cookie(pin.slot)? {
         if pin::is_well_formed(value) {
             return Ok(Some((router.split.bucket(value), Reason::Pin, None, None)));
         }
@@ -206,19 +207,14 @@ fn first_key(
     request: &impl RequestView,
 ) -> Result<Option<(usize, u16)>, LookupError> {
     for (index, key) in router.sticky_keys.iter().enumerate() {
-        let bucket = match &key.source {
-            Source::Header(name) => request
-                .header(name)?
-                .filter(|v| !v.is_empty())
-                .map(|v| router.split.bucket(&v)),
-            Source::Cookie(name) => request
-                .cookie(name)?
-                .filter(|v| !v.is_empty())
-                .map(|v| router.split.bucket(v)),
-            Source::Claim(path) => request
-                .claim(path)?
-                .and_then(|c| c.as_key().map(|k| router.split.bucket(k))),
+        let value = match key.source {
+            Source::Header(slot) => request.header(slot)?,
+            Source::Cookie(slot) => request.cookie(slot)?,
+            Source::Claim(slot) => request.claim(slot)?.and_then(Claim::as_key),
         };
+        let bucket = value
+            .filter(|v| !v.is_empty())
+            .map(|v| router.split.bucket(v));
         if let Some(bucket) = bucket {
             return Ok(Some((index, bucket)));
         }

@@ -1,14 +1,11 @@
 //! Decision tests over the contract's example, through a test double of the
 //! request (headers, cookies and claims as a user would send them).
 
-use std::borrow::Cow;
-
 use serde_json::{json, Value};
 
-use super::*;
-use crate::claims::{self, Claim, ClaimPath};
+use super::{Decision, Entropy, Reason, Router};
 use crate::config::load;
-use crate::request::{Headers, Lookup, LookupError};
+use crate::request::{JsonClaims, LookupError, Request};
 
 const CONTRACT: &str = include_str!("../envoy/canary.json");
 
@@ -37,37 +34,21 @@ impl Fake {
         self.broken = true;
         self
     }
-    fn view(&self) -> Headers {
-        Headers::new(self.headers.clone())
-    }
 }
 
-impl RequestView for Fake {
-    fn header(&self, name: &str) -> Lookup<Cow<'_, [u8]>> {
-        if self.broken {
-            return Err(LookupError);
-        }
-        Ok(self.view().get(name).map(|v| Cow::Owned(v.into_owned())))
-    }
-    fn cookie(&self, name: &str) -> Lookup<&[u8]> {
-        if self.broken {
-            return Err(LookupError);
-        }
-        Ok(self
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .find_map(|(_, v)| crate::cookie::find(v, name.as_bytes())))
-    }
-    fn claim(&self, path: &ClaimPath) -> Lookup<Claim> {
-        Ok(match &self.claims {
-            Some(Value::Object(map)) => claims::lookup(map, path),
-            _ => None,
-        })
-    }
-    fn has_claims(&self) -> Result<bool, LookupError> {
-        Ok(self.claims.is_some())
-    }
+/// Decide through the real `Request` adapter, as the filter does.
+fn decide(router: &Router, fake: &Fake, entropy: &mut impl Entropy) -> Decision {
+    let headers = if fake.broken {
+        Err(LookupError)
+    } else {
+        Ok(fake.headers.clone())
+    };
+    let claims = match &fake.claims {
+        Some(Value::Object(map)) => JsonClaims(Some(map.clone())),
+        _ => JsonClaims(None),
+    };
+    let request = Request::new(&router.slots, &router.jwt, claims, headers);
+    super::decide(router, &request, entropy)
 }
 
 fn router(json: &str) -> Router {

@@ -20,6 +20,7 @@ pub mod rng;
 pub mod router;
 pub mod rules;
 pub mod simulate;
+pub mod slots;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

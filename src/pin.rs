@@ -9,6 +9,8 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinCookie {
     pub name: String,
+    /// The cookie slot the pin is read from.
+    pub slot: usize,
     /// `; Max-Age=86400; Path=/; Secure; HttpOnly; SameSite=Lax`
     attributes: String,
 }
@@ -42,6 +44,7 @@ impl SameSite {
 impl PinCookie {
     pub fn new(
         name: String,
+        slot: usize,
         max_age: u64,
         path: &str,
         secure: bool,
@@ -57,7 +60,11 @@ impl PinCookie {
         }
         attributes.push_str("; SameSite=");
         attributes.push_str(same_site.as_str());
-        PinCookie { name, attributes }
+        PinCookie {
+            name,
+            slot,
+            attributes,
+        }
     }
 
     /// The `Set-Cookie` value that hands `id` to the client.
@@ -142,12 +149,20 @@ mod tests {
     #[test]
     fn set_cookie_attributes_in_order() {
         let id = PinId::from_random([0; 16]);
-        let all = PinCookie::new("canary_pin".into(), 86400, "/", true, true, SameSite::Lax);
+        let all = PinCookie::new(
+            "canary_pin".into(),
+            0,
+            86400,
+            "/",
+            true,
+            true,
+            SameSite::Lax,
+        );
         assert_eq!(
             all.set_cookie(&id),
             "canary_pin=00000000000000000000000000000000; Max-Age=86400; Path=/; Secure; HttpOnly; SameSite=Lax"
         );
-        let bare = PinCookie::new("p".into(), 60, "/app", false, false, SameSite::Strict);
+        let bare = PinCookie::new("p".into(), 0, 60, "/app", false, false, SameSite::Strict);
         assert_eq!(
             bare.set_cookie(&id),
             "p=00000000000000000000000000000000; Max-Age=60; Path=/app; SameSite=Strict"

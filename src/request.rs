@@ -1,15 +1,17 @@
 //! What a decision may read from a request, and nothing else.
 //!
-//! [`RequestView`] is the seam between the decision and the proxy. [`Request`] is the
-//! one implementation: it holds the request headers (fetched from the host in one
-//! call) and asks a [`ClaimSource`] for verified JWT claims, the only other host
-//! read. Everything here is plain Rust, so the whole request side is tested natively.
+//! [`RequestView`] is the seam between the decision and the proxy; values are read
+//! by the slots the configuration numbered (see [`crate::slots`]). [`Request`] is
+//! the one implementation: built from the request headers (fetched from the host
+//! in one call) in one pass that keeps only the slots in use, it asks a
+//! [`ClaimSource`] for verified JWT claims, the only other host read. Everything
+//! here is plain Rust, so the whole request side is tested natively.
 
-use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::claims::{self, Claim, ClaimPath};
 use crate::cookie;
+use crate::slots::Slots;
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +19,14 @@ pub struct LookupError;
 
 pub type Lookup<T> = Result<Option<T>, LookupError>;
 
-/// The request values a rule or sticky key can read. Names are lowercase.
+/// The request values a rule or sticky key can read, by slot.
 pub trait RequestView {
     /// All values of a header, joined with `,` as Envoy joins repeated headers.
-    fn header(&self, name: &str) -> Lookup<Cow<'_, [u8]>>;
+    fn header(&self, slot: usize) -> Lookup<&[u8]>;
     /// A cookie's value (first occurrence over all `cookie` headers).
-    fn cookie(&self, name: &str) -> Lookup<&[u8]>;
-    /// A JWT claim at a dotted path, from the configured claim source.
-    fn claim(&self, path: &ClaimPath) -> Lookup<Claim>;
+    fn cookie(&self, slot: usize) -> Lookup<&[u8]>;
+    /// A JWT claim, from the configured claim source.
+    fn claim(&self, slot: usize) -> Lookup<&Claim>;
     /// Whether the request carries claims at all (a verified or decodable token),
     /// so that "this claim is absent" can be told from "there is no token".
     fn has_claims(&self) -> Result<bool, LookupError>;
@@ -48,106 +50,140 @@ pub trait ClaimSource {
 }
 
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
-#[derive(Debug, Clone, Default)]
-pub struct Headers {
-    entries: Vec<(String, Vec<u8>)>,
+pub type HeaderList = Vec<(String, Vec<u8>)>;
+
+/// One request as the decision sees it.
+pub struct Request<'r, C> {
+    slots: &'r Slots,
+    jwt: &'r JwtSource,
+    claims: C,
+    /// `false` when the host could not list the headers: every header, cookie
+    /// and unverified-claim read then fails, and the decision falls back.
+    listed: bool,
+    headers: Vec<Option<Vec<u8>>>,
+    cookies: Vec<Option<Vec<u8>>>,
+    claim_values: Vec<OnceCell<Option<Claim>>>,
+    has_claims: OnceCell<bool>,
+    bearer: OnceCell<Option<serde_json::Map<String, serde_json::Value>>>,
+    /// The authorization header, kept for `unverified_bearer` only.
+    authorization: Option<Vec<u8>>,
 }
 
-impl Headers {
-    pub fn new(entries: Vec<(String, Vec<u8>)>) -> Headers {
-        Headers { entries }
+impl<'r, C: ClaimSource> Request<'r, C> {
+    /// Index `headers` into the configuration's slots, in one pass.
+    pub fn new(
+        slots: &'r Slots,
+        jwt: &'r JwtSource,
+        claims: C,
+        headers: Result<HeaderList, LookupError>,
+    ) -> Self {
+        let mut request = Request {
+            slots,
+            jwt,
+            claims,
+            listed: headers.is_ok(),
+            headers: vec![None; slots.header_count()],
+            cookies: vec![None; slots.cookie_count()],
+            claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
+            has_claims: OnceCell::new(),
+            bearer: OnceCell::new(),
+            authorization: None,
+        };
+        let wants_bearer = *jwt == JwtSource::UnverifiedBearer;
+        for (name, value) in headers.unwrap_or_default() {
+            if name == "cookie" && slots.cookie_count() > 0 {
+                request.index_cookies(&value);
+            }
+            if wants_bearer && name == "authorization" {
+                request.authorization = Some(value.clone());
+            }
+            if let Some(slot) = request.slots.header_slot(&name) {
+                if let Some(entry) = request.headers.get_mut(slot) {
+                    match entry {
+                        None => *entry = Some(value),
+                        Some(joined) => {
+                            joined.push(b',');
+                            joined.extend_from_slice(&value);
+                        }
+                    }
+                }
+            }
+        }
+        request
     }
 
-    pub fn get(&self, name: &str) -> Option<Cow<'_, [u8]>> {
-        let mut values = self.values(name);
-        let first = values.next()?;
-        match values.next() {
-            None => Some(Cow::Borrowed(first)),
-            Some(second) => {
-                let mut joined = first.to_vec();
-                for value in std::iter::once(second).chain(values) {
-                    joined.push(b',');
-                    joined.extend_from_slice(value);
+    fn index_cookies(&mut self, header_value: &[u8]) {
+        for (name, value) in cookie::pairs(header_value) {
+            if let Some(slot) = self.slots.cookie_slot(name) {
+                // The first occurrence of a name wins.
+                if let Some(entry @ None) = self.cookies.get_mut(slot) {
+                    *entry = Some(value.to_vec());
                 }
-                Some(Cow::Owned(joined))
             }
         }
     }
 
-    pub fn cookie(&self, name: &str) -> Option<&[u8]> {
-        self.values("cookie")
-            .find_map(|value| cookie::find(value, name.as_bytes()))
-    }
-
-    fn values<'h, 'n>(&'h self, name: &'n str) -> impl Iterator<Item = &'h [u8]> + use<'h, 'n> {
-        self.entries
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-}
-
-/// One request as the decision sees it.
-pub struct Request<'r, C> {
-    headers: Result<Headers, LookupError>,
-    jwt: &'r JwtSource,
-    claims: C,
-    bearer: OnceCell<Option<serde_json::Map<String, serde_json::Value>>>,
-}
-
-impl<'r, C: ClaimSource> Request<'r, C> {
-    /// `headers` is `Err` when the host could not list them: every header, cookie
-    /// and unverified-claim read then fails, and the decision falls back.
-    pub fn new(headers: Result<Headers, LookupError>, jwt: &'r JwtSource, claims: C) -> Self {
-        Request {
-            headers,
-            jwt,
-            claims,
-            bearer: OnceCell::new(),
+    fn listed(&self) -> Result<(), LookupError> {
+        if self.listed {
+            Ok(())
+        } else {
+            Err(LookupError)
         }
     }
 
-    fn headers(&self) -> Result<&Headers, LookupError> {
-        self.headers.as_ref().map_err(|e| *e)
+    /// The bearer token's payload, decoded once per request however many claims
+    /// the rules read.
+    fn bearer(&self) -> Result<Option<&serde_json::Map<String, serde_json::Value>>, LookupError> {
+        self.listed()?;
+        Ok(self
+            .bearer
+            .get_or_init(|| {
+                let authorization = self.authorization.as_deref()?;
+                claims::bearer_payload(claims::bearer_token(authorization)?)
+            })
+            .as_ref())
     }
 }
 
 impl<C: ClaimSource> RequestView for Request<'_, C> {
-    fn header(&self, name: &str) -> Lookup<Cow<'_, [u8]>> {
-        Ok(self.headers()?.get(name))
+    fn header(&self, slot: usize) -> Lookup<&[u8]> {
+        self.listed()?;
+        Ok(self.headers.get(slot).and_then(|v| v.as_deref()))
     }
 
-    fn cookie(&self, name: &str) -> Lookup<&[u8]> {
-        Ok(self.headers()?.cookie(name))
+    fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
+        self.listed()?;
+        Ok(self.cookies.get(slot).and_then(|v| v.as_deref()))
     }
 
-    fn claim(&self, path: &ClaimPath) -> Lookup<Claim> {
-        match self.jwt {
-            JwtSource::Verified { metadata_key } => self.claims.verified_claim(metadata_key, path),
-            JwtSource::UnverifiedBearer => Ok(self.bearer()?.and_then(|p| claims::lookup(p, path))),
+    fn claim(&self, slot: usize) -> Lookup<&Claim> {
+        let Some(cell) = self.claim_values.get(slot) else {
+            return Ok(None);
+        };
+        if let Some(claim) = cell.get() {
+            return Ok(claim.as_ref());
         }
+        let path = self.slots.claim_path(slot);
+        let claim = match self.jwt {
+            JwtSource::Verified { metadata_key } => {
+                self.claims.verified_claim(metadata_key, path)?
+            }
+            JwtSource::UnverifiedBearer => self.bearer()?.and_then(|p| claims::lookup(p, path)),
+        };
+        Ok(cell.get_or_init(|| claim).as_ref())
     }
 
     fn has_claims(&self) -> Result<bool, LookupError> {
-        match self.jwt {
-            JwtSource::Verified { metadata_key } => self.claims.has_verified_payload(metadata_key),
-            JwtSource::UnverifiedBearer => Ok(self.bearer()?.is_some()),
+        if let Some(known) = self.has_claims.get() {
+            return Ok(*known);
         }
-    }
-}
-
-impl<C: ClaimSource> Request<'_, C> {
-    /// The bearer token's payload, decoded once per request however many claims
-    /// the rules read.
-    fn bearer(&self) -> Result<Option<&serde_json::Map<String, serde_json::Value>>, LookupError> {
-        let headers = self.headers()?;
-        Ok(self
-            .bearer
-            .get_or_init(|| {
-                let authorization = headers.get("authorization")?;
-                claims::bearer_payload(claims::bearer_token(&authorization)?)
-            })
-            .as_ref())
+        let known = match self.jwt {
+            JwtSource::Verified { metadata_key } => {
+                self.claims.has_verified_payload(metadata_key)?
+            }
+            JwtSource::UnverifiedBearer => self.bearer()?.is_some(),
+        };
+        Ok(*self.has_claims.get_or_init(|| known))
     }
 }
 
@@ -167,75 +203,81 @@ impl ClaimSource for JsonClaims {
     }
 }
 
-/// A claim source with no claims (no jwt_authn metadata).
-pub struct NoClaims;
-
-impl ClaimSource for NoClaims {
-    fn verified_claim(&self, _: &str, _: &ClaimPath) -> Lookup<Claim> {
-        Ok(None)
-    }
-    fn has_verified_payload(&self, _: &str) -> Result<bool, LookupError> {
-        Ok(false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &[u8])]) -> Headers {
-        Headers::new(
-            pairs
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_vec()))
-                .collect(),
-        )
+    fn slots() -> Slots {
+        let mut s = Slots::default();
+        s.intern_header("x-a");
+        s.intern_header("x-b");
+        s.intern_cookie("beta");
+        s.intern_cookie("c");
+        s.intern_claim(vec!["sub".into()]);
+        s
+    }
+
+    fn list(pairs: &[(&str, &[u8])]) -> HeaderList {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect()
     }
 
     #[test]
     fn repeated_headers_join_with_commas() {
-        let h = headers(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")]);
-        assert_eq!(h.get("x-a").unwrap().as_ref(), b"1,3");
-        assert_eq!(h.get("x-b").unwrap().as_ref(), b"2");
-        assert!(h.get("x-c").is_none());
+        let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
+        let r = Request::new(
+            &s,
+            &jwt,
+            JsonClaims(None),
+            Ok(list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")])),
+        );
+        assert_eq!(r.header(0), Ok(Some(&b"1,3"[..])));
+        assert_eq!(r.header(1), Ok(Some(&b"2"[..])));
+        assert_eq!(r.header(7), Ok(None));
     }
 
     #[test]
-    fn cookies_across_several_headers() {
-        let h = headers(&[("cookie", b"a=1; beta=no"), ("cookie", b"beta=yes; c=3")]);
-        assert_eq!(h.cookie("beta"), Some(&b"no"[..]));
-        assert_eq!(h.cookie("c"), Some(&b"3"[..]));
+    fn cookies_across_several_headers_first_wins() {
+        let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
+        let headers = list(&[("cookie", b"a=1; beta=no"), ("cookie", b"beta=yes; c=3")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(headers));
+        assert_eq!(r.cookie(0), Ok(Some(&b"no"[..])));
+        assert_eq!(r.cookie(1), Ok(Some(&b"3"[..])));
     }
 
     #[test]
     fn host_failure_is_an_error_not_an_absence() {
-        let jwt = JwtSource::UnverifiedBearer;
-        let r = Request::new(Err(LookupError), &jwt, NoClaims);
-        assert_eq!(r.header("x"), Err(LookupError));
-        assert_eq!(r.cookie("x"), Err(LookupError));
-        assert_eq!(r.claim(&["sub".to_string()]), Err(LookupError));
+        let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Err(LookupError));
+        assert_eq!(r.header(0), Err(LookupError));
+        assert_eq!(r.cookie(0), Err(LookupError));
+        assert_eq!(r.claim(0), Err(LookupError));
     }
 
     #[test]
-    fn verified_claims_come_from_the_claim_source() {
-        struct One;
-        impl ClaimSource for One {
+    fn verified_claims_come_from_the_claim_source_once() {
+        use std::cell::Cell;
+        struct Counting(Cell<u32>);
+        impl ClaimSource for &Counting {
             fn verified_claim(&self, key: &str, path: &ClaimPath) -> Lookup<Claim> {
+                self.0.set(self.0.get() + 1);
                 Ok((key == "payload" && path == ["sub"]).then(|| Claim::Scalar("alice".into())))
             }
             fn has_verified_payload(&self, key: &str) -> Result<bool, LookupError> {
                 Ok(key == "payload")
             }
         }
+        let s = slots();
         let jwt = JwtSource::Verified {
             metadata_key: "payload".into(),
         };
-        let r = Request::new(Ok(Headers::default()), &jwt, One);
-        assert_eq!(
-            r.claim(&["sub".into()]),
-            Ok(Some(Claim::Scalar("alice".into())))
-        );
-        assert_eq!(r.claim(&["other".into()]), Ok(None));
+        let source = Counting(Cell::new(0));
+        let r = Request::new(&s, &jwt, &source, Ok(Vec::new()));
+        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        assert_eq!(source.0.get(), 1, "one host read per claim per request");
         assert_eq!(r.has_claims(), Ok(true));
     }
 }

@@ -5,6 +5,7 @@ use crate::metrics::MetricNames;
 use crate::pin::PinCookie;
 use crate::request::JwtSource;
 use crate::rules::{RuleSet, Source};
+use crate::slots::Slots;
 
 /// A ready-to-run configuration. Built only by `config::load`, so every index in it
 /// is valid (rule subsets, the default subset, bucket ranges).
@@ -23,6 +24,8 @@ pub struct Router {
     pub seed: String,
     pub jwt: JwtSource,
     pub rules: RuleSet,
+    /// The headers, cookies and claims the rules and keys read.
+    pub slots: Slots,
     /// Pins for keyless requests (`sticky.pin_cookie`).
     pub pin: Option<PinCookie>,
     /// Response header that explains the decision (`decision_header`).

@@ -4,20 +4,20 @@
 //! lowercased, claim paths split, `in` lists turned into hash sets (O(1) per
 //! request whatever their size), regexes compiled and anchored for a full match.
 
-use std::collections::HashSet;
-
 use crate::claims::Claim;
 use crate::request::{LookupError, RequestView};
+use crate::slots::FastSet;
 
-/// What a rule reads.
-#[derive(Debug, Clone)]
+/// What a rule or sticky key reads: a slot numbered at configure time (names in
+/// [`crate::slots::Slots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// A request header (lowercase name); repeated headers joined with `,`.
-    Header(String),
+    /// A request header; repeated headers joined with `,`.
+    Header(usize),
     /// A cookie (case-sensitive name).
-    Cookie(String),
+    Cookie(usize),
     /// A JWT claim; a dotted name is a path into nested objects.
-    Claim(Vec<String>),
+    Claim(usize),
 }
 
 /// How a rule compares. Byte-wise: header values need not be UTF-8.
@@ -27,7 +27,7 @@ pub enum Operator {
     Prefix(Box<[u8]>),
     /// Matches when the source's presence equals the flag.
     Present(bool),
-    In(HashSet<Box<[u8]>>),
+    In(FastSet<Box<[u8]>>),
     /// A list claim holding the value, or a token of a space- (or comma-)
     /// separated value such as a `scope` claim.
     Contains(Box<[u8]>),
@@ -47,17 +47,17 @@ pub struct Rule {
 impl Rule {
     /// Does the request satisfy this rule? `Err` when the value could not be read.
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
-        Ok(match &self.source {
-            Source::Header(name) => self.on_value(request.header(name)?.as_deref()),
-            Source::Cookie(name) => self.on_value(request.cookie(name)?),
-            Source::Claim(path) => {
-                let claim = request.claim(path)?;
+        Ok(match self.source {
+            Source::Header(slot) => self.on_value(request.header(slot)?),
+            Source::Cookie(slot) => self.on_value(request.cookie(slot)?),
+            Source::Claim(slot) => {
+                let claim = request.claim(slot)?;
                 // Without a token there are no claims to judge: `present: false`
                 // means "a token without this claim", never "no token".
                 if claim.is_none() && !request.has_claims()? {
                     return Ok(false);
                 }
-                self.on_claim(claim.as_ref())
+                self.on_claim(claim)
             }
         })
     }

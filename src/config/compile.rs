@@ -12,6 +12,7 @@ use crate::pin::{PinCookie, SameSite};
 use crate::request::JwtSource;
 use crate::router::{Mode, Router, StickyKey};
 use crate::rules::{Operator, Rule, RuleSet, Source};
+use crate::slots::Slots;
 
 pub const MAX_SUBSETS: usize = 16;
 pub const DEFAULT_HEADER: &str = "x-canary-subset";
@@ -47,6 +48,7 @@ pub const DEFAULT_PIN_MAX_AGE: u64 = 30 * 24 * 3600;
 
 pub fn compile(config: &Value) -> Result<Loaded> {
     let top = Object::new(config, String::new(), TOP_FIELDS)?;
+    let mut slots = Slots::default();
     let mut warnings = Vec::new();
     let (subsets, weights_bp) = compile_subsets(&top)?;
 
@@ -70,12 +72,12 @@ pub fn compile(config: &Value) -> Result<Loaded> {
             sticky
                 .list("keys")?
                 .iter()
-                .map(|(path, key)| sticky_key(key, path))
+                .map(|(path, key)| sticky_key(key, path, &mut slots))
                 .collect::<Result<Vec<_>>>()?,
             sticky.string("seed")?.unwrap_or_default().to_owned(),
             sticky
                 .object("pin_cookie", PIN_FIELDS)?
-                .map(|p| pin_cookie(&p))
+                .map(|p| pin_cookie(&p, &mut slots))
                 .transpose()?,
         ),
     };
@@ -118,7 +120,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
             &rule.path("subset"),
         )?;
         let matcher = Object::new(rule.required("match")?, rule.path("match"), MATCH_SOURCES)?;
-        let (source, operator) = compile_match(&matcher)?;
+        let (source, operator) = compile_match(&matcher, &mut slots)?;
         rules.push(Rule {
             name: name.to_owned(),
             subset,
@@ -152,6 +154,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         seed,
         jwt,
         rules: RuleSet::new(rules),
+        slots,
         pin,
         decision_header,
         mode,
@@ -340,15 +343,15 @@ fn claim_path(name: &str, path: &str) -> Result<Vec<String>> {
     Ok(segments)
 }
 
-fn sticky_key(key: &Value, path: &str) -> Result<StickyKey> {
+fn sticky_key(key: &Value, path: &str, slots: &mut Slots) -> Result<StickyKey> {
     let key = Object::new(key, path.to_owned(), KEY_SOURCES)?;
     let kind = key.exactly_one(KEY_SOURCES)?;
     let name = key.required_string(kind)?;
     let name_path = key.path(kind);
     let source = match kind {
-        "jwt_claim" => Source::Claim(claim_path(name, &name_path)?),
-        "cookie" => Source::Cookie(cookie_name(name, &name_path)?),
-        _ => Source::Header(header_name(name, &name_path)?),
+        "jwt_claim" => Source::Claim(slots.intern_claim(claim_path(name, &name_path)?)),
+        "cookie" => Source::Cookie(slots.intern_cookie(&cookie_name(name, &name_path)?)),
+        _ => Source::Header(slots.intern_header(&header_name(name, &name_path)?)),
     };
     Ok(StickyKey {
         label: format!("{kind}:{name}"),
@@ -356,7 +359,7 @@ fn sticky_key(key: &Value, path: &str) -> Result<StickyKey> {
     })
 }
 
-fn pin_cookie(pin: &Object) -> Result<PinCookie> {
+fn pin_cookie(pin: &Object, slots: &mut Slots) -> Result<PinCookie> {
     let name = cookie_name(pin.required_string("name")?, &pin.path("name"))?;
     let max_age = pin.unsigned("max_age")?.unwrap_or(DEFAULT_PIN_MAX_AGE);
     if max_age == 0 {
@@ -389,8 +392,9 @@ fn pin_cookie(pin: &Object) -> Result<PinCookie> {
             "\"None\" needs \"secure\": true (browsers drop the cookie otherwise)",
         ));
     }
+    let slot = slots.intern_cookie(&name);
     Ok(PinCookie::new(
-        name, max_age, path, secure, http_only, same_site,
+        name, slot, max_age, path, secure, http_only, same_site,
     ))
 }
 
@@ -408,7 +412,7 @@ fn cookie_name(name: &str, path: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-fn compile_match(matcher: &Object) -> Result<(Source, Operator)> {
+fn compile_match(matcher: &Object, slots: &mut Slots) -> Result<(Source, Operator)> {
     let kind = matcher.exactly_one(MATCH_SOURCES)?;
     let operand = Object::new(
         matcher.required(kind)?,
@@ -420,9 +424,9 @@ fn compile_match(matcher: &Object) -> Result<(Source, Operator)> {
     let name = operand.required_string("name")?;
     let name_path = operand.path("name");
     let source = match kind {
-        "header" => Source::Header(header_name(name, &name_path)?),
-        "cookie" => Source::Cookie(cookie_name(name, &name_path)?),
-        _ => Source::Claim(claim_path(name, &name_path)?),
+        "header" => Source::Header(slots.intern_header(&header_name(name, &name_path)?)),
+        "cookie" => Source::Cookie(slots.intern_cookie(&cookie_name(name, &name_path)?)),
+        _ => Source::Claim(slots.intern_claim(claim_path(name, &name_path)?)),
     };
     Ok((source, compile_operator(&operand)?))
 }

@@ -14,7 +14,7 @@ use crate::claims::{self, Claim, ClaimPath};
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide, Decision, Entropy};
 use crate::metrics::ResponseClass;
-use crate::request::{ClaimSource, Headers, Lookup, LookupError, Request};
+use crate::request::{ClaimSource, HeaderList, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
 use crate::router::Mode;
 
@@ -82,10 +82,8 @@ fn jwt_payload_path(metadata_key: &str) -> Vec<&str> {
     ]
 }
 
-fn request_headers() -> Result<Headers, LookupError> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .map(Headers::new)
-        .map_err(|_| LookupError)
+fn request_headers() -> Result<HeaderList, LookupError> {
+    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| LookupError)
 }
 
 impl Context for CanaryHttp {}
@@ -99,7 +97,7 @@ impl HttpContext for CanaryHttp {
             return Action::Continue;
         };
         let router = &active.router;
-        let request = Request::new(request_headers(), &router.jwt, HostClaims);
+        let request = Request::new(&router.slots, &router.jwt, HostClaims, request_headers());
         let decision = decide(router, &request, &mut HostEntropy(&self.rng));
 
         match router.mode {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use canary_router::claims::base64url_encode;
 use canary_router::config::{self, Loaded};
 use canary_router::decide::{decide, Reason};
-use canary_router::request::{Headers, JsonClaims, JwtSource, Request};
+use canary_router::request::{JsonClaims, JwtSource, Request};
 use canary_router::rng::SplitMix64;
 use canary_router::router::{Mode, Router};
 use canary_router::simulate;
@@ -159,13 +159,16 @@ fn explain(
         }
         (_, claims) => claims,
     };
-    let header_map = Headers::new(
-        headers
-            .into_iter()
-            .map(|(n, v)| (n, v.into_bytes()))
-            .collect(),
+    let header_list = headers
+        .into_iter()
+        .map(|(n, v)| (n, v.into_bytes()))
+        .collect();
+    let request = Request::new(
+        &router.slots,
+        &router.jwt,
+        JsonClaims(verified_claims),
+        Ok(header_list),
     );
-    let request = Request::new(Ok(header_map), &router.jwt, JsonClaims(verified_claims));
     let mut entropy = SplitMix64::from_entropy().unwrap_or_else(|| SplitMix64::new(0x5eed));
     let decision = decide(&router, &request, &mut entropy);
 

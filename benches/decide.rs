@@ -1,0 +1,158 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! ns per decision, natively: the pure decision function with the real `Request`
+//! adapter, for the typical and the large configuration and for `in` lists of
+//! 10, 10,000 and 100,000 entries (which must cost the same). Run: `make bench`
+//! or `cargo bench --bench decide`. The std harness is used (no criterion): each
+//! case is timed over batches and the median batch is reported.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use canary_router::config::load;
+use canary_router::decide::decide;
+use canary_router::request::{HeaderList, JsonClaims, JwtSource, Request};
+use canary_router::rng::SplitMix64;
+use canary_router::router::Router;
+
+fn typical() -> Value {
+    json!({
+        "subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+        "sticky": {"keys": [{"jwt_claim": "sub"}, {"cookie": "session_id"}, {"header": "x-user-id"}],
+                   "seed": "bench"},
+        "rules": [
+            {"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}},
+            {"name": "beta", "subset": "v2", "match": {"cookie": {"name": "beta", "exact": "true"}}},
+            {"name": "staff", "subset": "v2", "match": {"jwt_claim": {"name": "groups", "contains": "staff"}}}
+        ]
+    })
+}
+
+/// 197 rules that never match the benchmark requests, one `in` rule of
+/// `in_size` tenants, then the typical three: every request walks all of them.
+fn large(in_size: usize) -> Value {
+    let mut config = typical();
+    let mut rules: Vec<Value> = (0..197)
+        .map(|i| {
+            if i % 2 == 0 {
+                json!({"name": format!("h{i}"), "subset": "v2",
+                       "match": {"header": {"name": format!("x-flag-{i}"), "exact": "on"}}})
+            } else {
+                json!({"name": format!("c{i}"), "subset": "v2",
+                       "match": {"cookie": {"name": format!("flag{i}"), "prefix": "on"}}})
+            }
+        })
+        .collect();
+    let tenants: Vec<String> = (0..in_size).map(|i| format!("tenant-{i}")).collect();
+    rules.push(json!({"name": "tenants", "subset": "v2",
+                      "match": {"header": {"name": "x-tenant", "in": tenants}}}));
+    rules.extend(config["rules"].as_array().cloned().unwrap_or_default());
+    config["rules"] = Value::Array(rules);
+    config
+}
+
+/// The benchmark request mix: a user key header, several cookies, verified
+/// claims; no rule matches, so the sticky hash decides.
+fn requests() -> Vec<(HeaderList, serde_json::Map<String, Value>)> {
+    (0..1024)
+        .map(|i| {
+            let headers = vec![
+                (":authority".into(), b"api.example.com".to_vec()),
+                (":path".into(), b"/orders".to_vec()),
+                (":method".into(), b"GET".to_vec()),
+                ("user-agent".into(), b"wrk".to_vec()),
+                ("x-user-id".into(), format!("user-{i}").into_bytes()),
+                ("x-tenant".into(), format!("other-{i}").into_bytes()),
+                (
+                    "cookie".into(),
+                    format!("theme=dark; lang=en; session_id=s{i}; consent=1").into_bytes(),
+                ),
+            ];
+            let claims = json!({"sub": format!("sub-{i}"), "groups": ["dev"]});
+            (headers, claims.as_object().cloned().unwrap_or_default())
+        })
+        .collect()
+}
+
+fn router(config: &Value) -> Router {
+    match load(config.to_string().as_bytes()) {
+        Ok(loaded) => loaded.router,
+        Err(e) => panic!("bench config: {e}"),
+    }
+}
+
+/// Median ns per decision over batches.
+fn measure(router: &Router, requests: &[(HeaderList, serde_json::Map<String, Value>)]) -> f64 {
+    let jwt = JwtSource::Verified {
+        metadata_key: "payload".into(),
+    };
+    let mut entropy = SplitMix64::new(1);
+    let mut batches: Vec<f64> = Vec::new();
+    let per_batch = 20_000;
+    for _ in 0..15 {
+        let start = Instant::now();
+        for i in 0..per_batch {
+            let (headers, claims) = &requests[i % requests.len()];
+            // The filter builds one Request per HTTP request: include that cost.
+            let request = Request::new(
+                &router.slots,
+                &jwt,
+                JsonClaims(Some(claims.clone())),
+                Ok(headers.clone()),
+            );
+            black_box(decide(black_box(router), &request, &mut entropy));
+        }
+        batches.push(start.elapsed().as_nanos() as f64 / per_batch as f64);
+    }
+    batches.sort_by(f64::total_cmp);
+    batches[batches.len() / 2]
+}
+
+/// The cost of the per-request copies alone (headers and claims as the host
+/// hands them over), to subtract from the decision.
+fn measure_copies(requests: &[(HeaderList, serde_json::Map<String, Value>)]) -> f64 {
+    let mut batches: Vec<f64> = Vec::new();
+    let per_batch = 20_000;
+    for _ in 0..15 {
+        let start = Instant::now();
+        for i in 0..per_batch {
+            let (headers, claims) = &requests[i % requests.len()];
+            black_box((headers.clone(), claims.clone()));
+        }
+        batches.push(start.elapsed().as_nanos() as f64 / per_batch as f64);
+    }
+    batches.sort_by(f64::total_cmp);
+    batches[batches.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes --bench; any other argument filters nothing here.
+    let requests = requests();
+    let copies = measure_copies(&requests);
+    let cases: Vec<(String, Value)> = vec![
+        ("typical (3 rules, 3 sticky keys)".into(), typical()),
+        ("large (201 rules, in list of 50,000)".into(), large(50_000)),
+        ("in list of 10".into(), large(10)),
+        ("in list of 10,000".into(), large(10_000)),
+        ("in list of 100,000".into(), large(100_000)),
+    ];
+    println!("decide(): median ns per decision (request copies, {copies:.0} ns, subtracted)");
+    let mut results = Vec::new();
+    for (name, config) in &cases {
+        let router = router(config);
+        let ns = measure(&router, &requests) - copies;
+        println!("  {name:<40} {ns:>8.0} ns");
+        results.push(json!({"case": name, "ns_per_decision": ns}));
+    }
+    let out = json!({"copies_ns": copies, "cases": results});
+    let dir = std::path::Path::new("target/bench");
+    if std::fs::create_dir_all(dir).is_ok() {
+        let _ = std::fs::write(dir.join("decide.json"), out.to_string());
+    }
+}
