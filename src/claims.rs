@@ -82,20 +82,54 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// A claim as Envoy's `get_property` returns a `google.protobuf.Value` from
-/// jwt_authn's metadata (observed on Envoy 1.40, see ENVOY-NOTES):
+/// Verified claims as the host hands them over, or a decoded token's payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// jwt_authn's whole payload in Envoy's property serialization (one
+    /// `get_property` per request, however many claims are read).
+    Envoy(Vec<u8>),
+    /// A JSON object: a bearer token decoded here, or claims given to `explain`.
+    Json(serde_json::Map<String, Value>),
+}
+
+impl Payload {
+    pub fn claim(&self, path: &ClaimPath) -> Option<Claim> {
+        match self {
+            Payload::Envoy(bytes) => envoy_lookup(bytes, path),
+            Payload::Json(map) => lookup(map, path),
+        }
+    }
+}
+
+/// The claim at `path` in jwt_authn's payload as Envoy serializes a
+/// `google.protobuf.Struct` (observed on Envoy 1.40, see ENVOY-NOTES):
+/// a pairs map (u32 count, u32 key/value sizes, then each key and value
+/// NUL-terminated) whose values are serialized the same way, recursively:
 /// - a string: its raw bytes;
 /// - a number: 8 bytes, a little-endian f64;
 /// - a bool: 1 byte;
-/// - a list or object: the pairs map (u32 count, u32 key/value sizes, then each
-///   key and value NUL-terminated); a list's elements are the keys, values empty.
-///
-/// The bytes carry no type tag, so text wins whenever the bytes read as printable
-/// UTF-8; only then are the binary shapes tried.
+/// - a list or object: a pairs map; a list's elements are the keys, values empty.
+pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
+    let mut value = payload;
+    for segment in path {
+        value = parse_pairs(value)?
+            .into_iter()
+            .find_map(|(k, v)| (k == segment.as_bytes()).then_some(v))?;
+    }
+    Some(from_envoy_bytes(value))
+}
+
+/// One value in Envoy's serialization. The bytes carry no type tag, so text wins
+/// whenever they read as printable UTF-8; only then are the binary shapes tried.
 pub fn from_envoy_bytes(bytes: &[u8]) -> Claim {
     if let Some(pairs) = parse_pairs(bytes) {
         return if pairs.iter().all(|(_, v)| v.is_empty()) {
-            Claim::List(pairs.into_iter().map(|(k, _)| k).collect())
+            Claim::List(
+                pairs
+                    .into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                    .collect(),
+            )
         } else {
             Claim::Object
         };
@@ -128,8 +162,8 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
-/// Envoy's serialized pairs map; `None` unless `bytes` is exactly one.
-fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
+/// Envoy's serialized pairs map, borrowed; `None` unless `bytes` is exactly one.
+fn parse_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     let count = read_u32(bytes, 0)?;
     // Each pair needs 8 bytes of sizes and 2 NULs: rules out huge counts early.
     if count == 0 || count > bytes.len() / 10 {
@@ -147,14 +181,14 @@ fn parse_pairs(bytes: &[u8]) -> Option<Vec<(String, String)>> {
     (data == bytes.len()).then_some(pairs)
 }
 
-fn take_nul_terminated(bytes: &[u8], at: &mut usize, len: usize) -> Option<String> {
+fn take_nul_terminated<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
     let end = at.checked_add(len)?;
-    let text = std::str::from_utf8(bytes.get(*at..end)?).ok()?.to_owned();
+    let value = bytes.get(*at..end)?;
     if *bytes.get(end)? != 0 {
         return None;
     }
     *at = end + 1;
-    Some(text)
+    Some(value)
 }
 
 /// base64url without padding (RFC 4648 §5).
@@ -340,6 +374,66 @@ mod tests {
         let mut broken = pairs(&[("staff", "")]);
         broken.pop();
         assert!(matches!(from_envoy_bytes(&broken), Claim::Scalar(_)));
+    }
+
+    /// jwt_authn's payload as Envoy 1.40 serialized it (captured from a real
+    /// Envoy for the token {"level":3,"iss":"canary-router-demo","groups":
+    /// ["dev","staff"],"sub":"alice","tenant":"acme","exp":4102444800,
+    /// "realm_access":{"roles":["ops"]}}), rebuilt with the same encoder.
+    fn captured_payload() -> Vec<u8> {
+        let pairs_bytes = |entries: &[(&[u8], &[u8])]| {
+            let mut out = (entries.len() as u32).to_le_bytes().to_vec();
+            for (k, v) in entries {
+                out.extend((k.len() as u32).to_le_bytes());
+                out.extend((v.len() as u32).to_le_bytes());
+            }
+            for (k, v) in entries {
+                out.extend(*k);
+                out.push(0);
+                out.extend(*v);
+                out.push(0);
+            }
+            out
+        };
+        let groups = pairs_bytes(&[(b"dev", b""), (b"staff", b"")]);
+        let roles = pairs_bytes(&[(b"ops", b"")]);
+        let realm = pairs_bytes(&[(b"roles", &roles)]);
+        pairs_bytes(&[
+            (b"level", &3f64.to_le_bytes()),
+            (b"iss", b"canary-router-demo"),
+            (b"groups", &groups),
+            (b"sub", b"alice"),
+            (b"tenant", b"acme"),
+            (b"exp", &4102444800f64.to_le_bytes()),
+            (b"realm_access", &realm),
+        ])
+    }
+
+    #[test]
+    fn claims_from_the_whole_envoy_payload() {
+        let p = Payload::Envoy(captured_payload());
+        assert_eq!(p.claim(&path("sub")), Some(Claim::Scalar("alice".into())));
+        assert_eq!(p.claim(&path("level")), Some(Claim::Scalar("3".into())));
+        assert_eq!(
+            p.claim(&path("exp")),
+            Some(Claim::Scalar("4102444800".into()))
+        );
+        assert_eq!(
+            p.claim(&path("groups")),
+            Some(Claim::List(vec!["dev".into(), "staff".into()]))
+        );
+        assert_eq!(
+            p.claim(&path("realm_access.roles")),
+            Some(Claim::List(vec!["ops".into()]))
+        );
+        assert_eq!(p.claim(&path("realm_access")), Some(Claim::Object));
+        assert_eq!(p.claim(&path("missing")), None);
+        assert_eq!(p.claim(&path("sub.x")), None);
+        // Truncated payloads read as no claims, never a panic.
+        let bytes = captured_payload();
+        for cut in 0..bytes.len() {
+            let _ = envoy_lookup(&bytes[..cut], &path("realm_access.roles"));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::cell::OnceCell;
 
-use crate::claims::{self, Claim, ClaimPath};
+use crate::claims::{self, Claim, Payload};
 use crate::cookie;
 use crate::slots::Slots;
 
@@ -41,12 +41,10 @@ pub enum JwtSource {
     UnverifiedBearer,
 }
 
-/// Reads verified claims: in the proxy, `get_property` on jwt_authn's metadata.
+/// Reads verified claims: in the proxy, one `get_property` on jwt_authn's metadata.
 pub trait ClaimSource {
-    /// The claim at `metadata_key` + `path`, `None` when absent.
-    fn verified_claim(&self, metadata_key: &str, path: &ClaimPath) -> Lookup<Claim>;
-    /// Whether jwt_authn left a payload under `metadata_key` (a verified token).
-    fn has_verified_payload(&self, metadata_key: &str) -> Result<bool, LookupError>;
+    /// The payload jwt_authn left under `metadata_key`; `None` without a token.
+    fn verified_payload(&self, metadata_key: &str) -> Lookup<Payload>;
 }
 
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
@@ -63,8 +61,8 @@ pub struct Request<'r, C> {
     headers: Vec<Option<Vec<u8>>>,
     cookies: Vec<Option<Vec<u8>>>,
     claim_values: Vec<OnceCell<Option<Claim>>>,
-    has_claims: OnceCell<bool>,
-    bearer: OnceCell<Option<serde_json::Map<String, serde_json::Value>>>,
+    /// The claims, read or decoded at most once per request.
+    payload: OnceCell<Option<Payload>>,
     /// The authorization header, kept for `unverified_bearer` only.
     authorization: Option<Vec<u8>>,
 }
@@ -85,8 +83,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             headers: vec![None; slots.header_count()],
             cookies: vec![None; slots.cookie_count()],
             claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
-            has_claims: OnceCell::new(),
-            bearer: OnceCell::new(),
+            payload: OnceCell::new(),
             authorization: None,
         };
         let wants_bearer = *jwt == JwtSource::UnverifiedBearer;
@@ -131,17 +128,23 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         }
     }
 
-    /// The bearer token's payload, decoded once per request however many claims
-    /// the rules read.
-    fn bearer(&self) -> Result<Option<&serde_json::Map<String, serde_json::Value>>, LookupError> {
-        self.listed()?;
-        Ok(self
-            .bearer
-            .get_or_init(|| {
-                let authorization = self.authorization.as_deref()?;
-                claims::bearer_payload(claims::bearer_token(authorization)?)
-            })
-            .as_ref())
+    /// The claims: jwt_authn's payload, or the bearer token's; fetched once.
+    fn payload(&self) -> Result<Option<&Payload>, LookupError> {
+        if let Some(payload) = self.payload.get() {
+            return Ok(payload.as_ref());
+        }
+        let payload = match self.jwt {
+            JwtSource::Verified { metadata_key } => self.claims.verified_payload(metadata_key)?,
+            JwtSource::UnverifiedBearer => {
+                self.listed()?;
+                self.authorization
+                    .as_deref()
+                    .and_then(claims::bearer_token)
+                    .and_then(claims::bearer_payload)
+                    .map(Payload::Json)
+            }
+        };
+        Ok(self.payload.get_or_init(|| payload).as_ref())
     }
 }
 
@@ -163,27 +166,14 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         if let Some(claim) = cell.get() {
             return Ok(claim.as_ref());
         }
-        let path = self.slots.claim_path(slot);
-        let claim = match self.jwt {
-            JwtSource::Verified { metadata_key } => {
-                self.claims.verified_claim(metadata_key, path)?
-            }
-            JwtSource::UnverifiedBearer => self.bearer()?.and_then(|p| claims::lookup(p, path)),
-        };
+        let claim = self
+            .payload()?
+            .and_then(|p| p.claim(self.slots.claim_path(slot)));
         Ok(cell.get_or_init(|| claim).as_ref())
     }
 
     fn has_claims(&self) -> Result<bool, LookupError> {
-        if let Some(known) = self.has_claims.get() {
-            return Ok(*known);
-        }
-        let known = match self.jwt {
-            JwtSource::Verified { metadata_key } => {
-                self.claims.has_verified_payload(metadata_key)?
-            }
-            JwtSource::UnverifiedBearer => self.bearer()?.is_some(),
-        };
-        Ok(*self.has_claims.get_or_init(|| known))
+        Ok(self.payload()?.is_some())
     }
 }
 
@@ -192,14 +182,8 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
 pub struct JsonClaims(pub Option<serde_json::Map<String, serde_json::Value>>);
 
 impl ClaimSource for JsonClaims {
-    fn verified_claim(&self, _: &str, path: &ClaimPath) -> Lookup<Claim> {
-        Ok(self
-            .0
-            .as_ref()
-            .and_then(|payload| claims::lookup(payload, path)))
-    }
-    fn has_verified_payload(&self, _: &str) -> Result<bool, LookupError> {
-        Ok(self.0.is_some())
+    fn verified_payload(&self, _: &str) -> Lookup<Payload> {
+        Ok(self.0.clone().map(Payload::Json))
     }
 }
 
@@ -214,6 +198,7 @@ mod tests {
         s.intern_cookie("beta");
         s.intern_cookie("c");
         s.intern_claim(vec!["sub".into()]);
+        s.intern_claim(vec!["groups".into()]);
         s
     }
 
@@ -261,12 +246,13 @@ mod tests {
         use std::cell::Cell;
         struct Counting(Cell<u32>);
         impl ClaimSource for &Counting {
-            fn verified_claim(&self, key: &str, path: &ClaimPath) -> Lookup<Claim> {
+            fn verified_payload(&self, key: &str) -> Lookup<Payload> {
                 self.0.set(self.0.get() + 1);
-                Ok((key == "payload" && path == ["sub"]).then(|| Claim::Scalar("alice".into())))
-            }
-            fn has_verified_payload(&self, key: &str) -> Result<bool, LookupError> {
-                Ok(key == "payload")
+                let payload = serde_json::json!({"sub": "alice"});
+                Ok(
+                    (key == "payload")
+                        .then(|| Payload::Json(payload.as_object().cloned().unwrap())),
+                )
             }
         }
         let s = slots();
@@ -277,7 +263,8 @@ mod tests {
         let r = Request::new(&s, &jwt, &source, Ok(Vec::new()));
         assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
         assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
-        assert_eq!(source.0.get(), 1, "one host read per claim per request");
+        assert_eq!(r.claim(1), Ok(None));
+        assert_eq!(source.0.get(), 1, "one host read per request");
         assert_eq!(r.has_claims(), Ok(true));
     }
 }

@@ -10,7 +10,7 @@ use proxy_wasm::types::{Action, MapType};
 
 use super::metrics::increment;
 use super::Active;
-use crate::claims::{self, Claim, ClaimPath};
+use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide, Decision, Entropy};
 use crate::metrics::ResponseClass;
@@ -59,27 +59,16 @@ impl Entropy for HostEntropy<'_> {
 struct HostClaims;
 
 impl ClaimSource for HostClaims {
-    fn verified_claim(&self, metadata_key: &str, path: &ClaimPath) -> Lookup<Claim> {
-        let mut property = jwt_payload_path(metadata_key);
-        property.extend(path.iter().map(String::as_str));
-        let bytes = hostcalls::get_property(property).map_err(|_| LookupError)?;
-        Ok(bytes.map(|b| claims::from_envoy_bytes(&b)))
+    fn verified_payload(&self, metadata_key: &str) -> Lookup<Payload> {
+        let path = vec![
+            "metadata",
+            "filter_metadata",
+            JWT_AUTHN_METADATA,
+            metadata_key,
+        ];
+        let bytes = hostcalls::get_property(path).map_err(|_| LookupError)?;
+        Ok(bytes.map(Payload::Envoy))
     }
-
-    fn has_verified_payload(&self, metadata_key: &str) -> Result<bool, LookupError> {
-        hostcalls::get_property(jwt_payload_path(metadata_key))
-            .map(|payload| payload.is_some())
-            .map_err(|_| LookupError)
-    }
-}
-
-fn jwt_payload_path(metadata_key: &str) -> Vec<&str> {
-    vec![
-        "metadata",
-        "filter_metadata",
-        JWT_AUTHN_METADATA,
-        metadata_key,
-    ]
 }
 
 fn request_headers() -> Result<HeaderList, LookupError> {
