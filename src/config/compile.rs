@@ -222,10 +222,12 @@ fn kind(value: &serde_json::Value) -> &'static str {
 
 /// A percentage with at most two decimals, as basis points.
 fn weight_bp(weight: f64, path: &str) -> Result<u16> {
+    // Printed through serde_json (as the user wrote it), not core's float printer.
+    let shown = crate::claims::number_text(weight);
     if !weight.is_finite() || !(0.0..=100.0).contains(&weight) {
         return Err(ConfigError::new(
             path,
-            format!("{weight} is not a percentage between 0 and 100"),
+            format!("{shown} is not a percentage between 0 and 100"),
         ));
     }
     let scaled = weight * 100.0;
@@ -233,7 +235,7 @@ fn weight_bp(weight: f64, path: &str) -> Result<u16> {
     if (scaled - bp).abs() > 1e-6 {
         return Err(ConfigError::new(
             path,
-            format!("{weight} has more than two decimals (weights move in steps of 0.01)"),
+            format!("{shown} has more than two decimals (weights move in steps of 0.01)"),
         ));
     }
     // 0 ≤ bp ≤ 10,000: the range check above bounds it.
