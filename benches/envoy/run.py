@@ -10,8 +10,14 @@ request mix to every listener, round-robin, for BENCH_ROUNDS rounds; the
 measure is the measured Envoy's own CPU time (utime+stime from /proc/<pid>/stat)
 divided by the requests that listener served (http.<prefix>.downstream_rq_total).
 
+The host's CPU speed drifts a lot on small VMs, so each run's value is also
+normalized by the upstream Envoy's CPU per request in that same run (it does
+the same work for every listener); added CPU and targets use the normalized
+values unless BENCH_NORMALIZE=0.
+
 Environment: BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (8),
-BENCH_WARMUP (2 s per listener), ENVOY_BIN, WASM (the filter), WASM_OPT_FLAGS.
+BENCH_WARMUP (2 s per listener), BENCH_NORMALIZE (1), ENVOY_BIN, WASM (the
+filter), WASM_OPT_FLAGS.
 Exit status: 0 when the benchmark ran (whatever the targets say), 1 when the
 harness itself failed (a build, an Envoy that would not start, wrong routing,
 failed requests).
@@ -50,9 +56,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "8"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
+NORMALIZE = os.environ.get("BENCH_NORMALIZE", "1") != "0"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # The request mix (the same for every listener; see make_wrk_script()).
 USER_IDS = 100_000
@@ -129,9 +135,9 @@ def _on_sigterm(signum, _frame):
 # Builds and tools
 # ---------------------------------------------------------------------------
 
-def run_cmd(args: list[str], env: dict | None = None) -> None:
+def run_cmd(args: list[str]) -> None:
     log("+ " + " ".join(args))
-    res = subprocess.run(args, cwd=ROOT, env=env)
+    res = subprocess.run(args, cwd=ROOT)
     if res.returncode != 0:
         raise HarnessError(f"command failed ({res.returncode}): {' '.join(args)}")
 
@@ -152,7 +158,7 @@ def ensure_wrk() -> str:
 def find_envoy() -> Path:
     env = os.environ.get("ENVOY_BIN")
     if env:
-        return Path(env)
+        return ROOT / env  # an absolute ENVOY_BIN stays as it is
     on_path = shutil.which("envoy")
     if on_path:
         return Path(on_path)
@@ -177,6 +183,10 @@ def build_modules() -> tuple[Path, Path]:
             run_cmd(["make", "--no-print-directory", "wasm"])
     if not filter_wasm.is_file():
         raise HarnessError(f"no filter at {filter_wasm}")
+    # Every Envoy of this run loads this copy, so a rebuild in another terminal
+    # while the benchmark runs cannot mix two builds into one report.
+    snapshot = OUT / "canary-router.wasm"
+    shutil.copyfile(filter_wasm, snapshot)
 
     # The same cargo profile as the filter: `wasm` when Cargo.toml has one.
     profile = os.environ.get("BENCH_WASM_PROFILE") or (
@@ -190,7 +200,7 @@ def build_modules() -> tuple[Path, Path]:
         run_cmd(["wasm-opt", *flags, str(raw), "-o", str(empty)])
     else:
         shutil.copyfile(raw, empty)
-    return filter_wasm, empty
+    return snapshot, empty
 
 
 # ---------------------------------------------------------------------------
@@ -539,7 +549,8 @@ class Envoy:
     admin_port: int
     ports: dict
     logfile: Path
-    startup_s: float = 0.0
+    startup_s: float = 0.0  # wall time from spawn to /ready
+    startup_cpu_s: float = 0.0  # Envoy's own CPU time (all threads) at /ready
 
     @property
     def pid(self) -> int:
@@ -594,6 +605,7 @@ def start_envoy(label: str, envoy_bin: Path, make_config, port_names: list[str],
                                             timeout=2) as r:
                     if r.status == 200:
                         env.startup_s = time.monotonic() - t0
+                        env.startup_cpu_s = proc_cpu_us(proc.pid) / 1e6
                         return env
             except OSError:
                 pass
@@ -670,6 +682,7 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         hit = {rule: served_by(h) for rule, h in triggers.items()}
         conn.close()
         share = v2 / n
+        # Listeners without rules route these like any request: not checked.
         want_rules = {"native": set(), "native-hash": set(), "wasm-empty": set(),
                       "lua": {"qa", "beta"}, "canary-router": {"qa", "beta", "staff"},
                       "canary-router-large": {"qa", "beta", "staff"}}[name]
@@ -680,7 +693,7 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         if not low <= share <= high:
             raise HarnessError(f"{name}: {share:.1%} of the mix went to v2 "
                                f"(expected {low:.0%}..{high:.0%})")
-        report[name] = {"v2_share": share, "rules_to_v2": sorted(r for r in hit if hit[r] == "v2")}
+        report[name] = {"v2_share": share, "rules_to_v2": sorted(want_rules)}
     return report
 
 
@@ -751,15 +764,18 @@ def rss_with(name: str, envoy_bin: Path, up: Envoy, wrk: str, script: Path,
         stop(env.proc)
 
 
-def startup_seconds(name: str, envoy_bin: Path, up: Envoy, filter_wasm: Path,
-                    empty_wasm: Path, tries: int = 3) -> float:
-    times = []
+def startup_cost(name: str, envoy_bin: Path, up: Envoy, filter_wasm: Path,
+                 empty_wasm: Path, tries: int = 3) -> dict:
+    """Envoy (--concurrency 1, this one listener) from spawn to /ready: its own CPU
+    time (robust to other load) and the wall time; medians of `tries` starts."""
+    cpu, wall = [], []
     for t in range(tries):
         env = single_listener_envoy(f"load-{name}-{t}", name, envoy_bin, up, filter_wasm,
                                     empty_wasm, 1)
-        times.append(env.startup_s)
+        cpu.append(env.startup_cpu_s)
+        wall.append(env.startup_s)
         stop(env.proc)
-    return statistics.median(times)
+    return {"cpu_s": statistics.median(cpu), "wall_s": statistics.median(wall)}
 
 
 # ---------------------------------------------------------------------------
@@ -822,7 +838,7 @@ def main() -> int:
     checks = sanity_check(envoy, tokens)
     log("routing check (share of the mix sent to v2; rule triggers sent to v2):")
     for name, c in checks.items():
-        log(f"  {name:<20} {c['v2_share']:6.1%}  {', '.join(c['rules_to_v2']) or '-'}")
+        log(f"  {name:<20} {c['v2_share']:6.1%}  {', '.join(c['rules_to_v2']) or '(no rules)'}")
 
     if WARMUP > 0:
         log(f"\nwarm-up: {WARMUP:g} s per listener")
@@ -843,42 +859,69 @@ def main() -> int:
     log("\nside measures: RSS at --concurrency 2 after 2 s of load; startup to /ready")
     rss = {n: rss_with(n, envoy_bin, up, wrk, script, filter_wasm, empty_wasm)
            for n in ["native", "wasm-empty", "canary-router", "canary-router-large"]}
-    load = {n: startup_seconds(n, envoy_bin, up, filter_wasm, empty_wasm)
+    load = {n: startup_cost(n, envoy_bin, up, filter_wasm, empty_wasm)
             for n in ["native", "canary-router", "canary-router-large"]}
     stop(up.proc)
 
-    # Medians over rounds, then the ratios.
+    # Host speed: on this kind of VM the CPU time a fixed piece of work takes
+    # drifts by 20-30 % within seconds, which swamps differences of a few µs.
+    # The upstream Envoy does the same work for every request of every listener,
+    # at the same moments, so its CPU per request is a speed reference measured
+    # alongside: the normalized value is the raw one x (median reference / this
+    # run's reference). BENCH_NORMALIZE=0 uses the raw values for everything.
+    ref = statistics.median(x.upstream_cpu_us_per_req for n in LISTENERS for x in runs[n])
+
+    def norm(x: Run) -> float:
+        return x.cpu_us_per_req * ref / x.upstream_cpu_us_per_req
+
+    def value(x: Run) -> float:
+        return norm(x) if NORMALIZE else x.cpu_us_per_req
+
+    # Medians over rounds. The added CPU is paired: each listener minus native
+    # in the same round, then the median, so slow drifts of the machine cancel.
     med = {n: {k: statistics.median(getattr(x, k) for x in runs[n])
                for k in Run.__dataclass_fields__} for n in LISTENERS}
+    for n in LISTENERS:
+        med[n]["norm_cpu_us_per_req"] = statistics.median(norm(x) for x in runs[n])
+        med[n]["cpu"] = statistics.median(value(x) for x in runs[n])
     native = med["native"]
-    added = {n: med[n]["cpu_us_per_req"] - native["cpu_us_per_req"] for n in LISTENERS}
+
+    def paired(n: str, other: str) -> list[tuple[float, float]]:
+        return [(value(a), value(b)) for a, b in zip(runs[n], runs[other])]
+
+    added_rounds = {n: [a - b for a, b in paired(n, "native")] for n in LISTENERS}
+    added = {n: statistics.median(added_rounds[n]) for n in LISTENERS}
     empty_added = added["wasm-empty"]
     rows = {}
     for n in LISTENERS:
         rows[n] = {
-            **{k: round(v, 4) for k, v in med[n].items()},
+            **{k: round(v, 4) for k, v in med[n].items() if k != "cpu"},
             "added_cpu_us": round(added[n], 3),
+            "added_cpu_us_rounds": [round(v, 3) for v in added_rounds[n]],
             "added_vs_wasm_empty": (round(added[n] / empty_added, 3)
                                     if n != "native" and empty_added > 0 else None),
-            "cpu_vs_native": round(med[n]["cpu_us_per_req"] / native["cpu_us_per_req"], 3),
+            "cpu_vs_native": round(med[n]["cpu"] / native["cpu"], 3),
             "p99_vs_native": round(med[n]["p99_ms"] / native["p99_ms"], 3),
-            "rounds": [vars(x) for x in runs[n]],
+            "rounds": [{**vars(x), "norm_cpu_us_per_req": round(norm(x), 3)} for x in runs[n]],
         }
 
+    basis = "normalized" if NORMALIZE else "raw"
     wasm_kib = filter_wasm.stat().st_size / 1024
     rss_growth = rss["canary-router"] - rss["native"]
     cr, large = med["canary-router"], med["canary-router-large"]
-    large_delta = large["cpu_us_per_req"] / cr["cpu_us_per_req"] - 1
+    large_delta = statistics.median(a / b - 1 for a, b in paired("canary-router-large",
+                                                               "canary-router"))
     targets = [
-        ("canary-router added CPU <= 1.25 x wasm-empty's",
+        (f"canary-router added CPU <= 1.25 x wasm-empty's ({basis})",
          added["canary-router"] <= 1.25 * empty_added,
          f"{added['canary-router']:.2f} µs vs 1.25 x {empty_added:.2f} = {1.25 * empty_added:.2f} µs"),
-        ("canary-router added CPU < lua's",
+        (f"canary-router added CPU < lua's ({basis})",
          added["canary-router"] < added["lua"],
          f"{added['canary-router']:.2f} µs vs {added['lua']:.2f} µs"),
-        ("canary-router-large CPU/request within 10 % of canary-router",
+        (f"canary-router-large CPU/request within 10 % of canary-router ({basis})",
          abs(large_delta) <= 0.10,
-         f"{large['cpu_us_per_req']:.2f} vs {cr['cpu_us_per_req']:.2f} µs ({large_delta:+.1%})"),
+         f"{large['cpu']:.2f} vs {cr['cpu']:.2f} µs "
+         f"({large_delta:+.1%}, median of the rounds' ratios)"),
         ("canary-router p99 within 10 % of native",
          cr["p99_ms"] <= 1.10 * native["p99_ms"],
          f"{cr['p99_ms']:.3f} vs {native['p99_ms']:.3f} ms "
@@ -889,28 +932,43 @@ def main() -> int:
     ]
 
     log(f"\nEnvoy CPU per request (median of {ROUNDS} round(s); {mach['cpu']}, "
-        f"{mach['cores']} cores, kernel {mach['kernel']})")
-    head = (f"{'listener':<20} {'CPU µs/req':>10} {'added µs':>9} {'÷ empty':>8} "
-            f"{'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'p99 ÷ native':>12}")
+        f"{mach['cores']} cores, kernel {mach['kernel']}); added and ratios from the "
+        f"{basis} values")
+    head = (f"{'listener':<20} {'raw µs':>7} {'norm µs':>7} {'added µs':>8} "
+            f"{'(rounds min..max)':>17} {'÷ empty':>7} {'req/s':>6} {'p50 ms':>6} "
+            f"{'p99 ms':>6} {'p99 ÷ native':>12}")
     log(head)
     log("-" * len(head))
     for n in LISTENERS:
         row = rows[n]
-        log(f"{n:<20} {row['cpu_us_per_req']:>10.2f} "
-            f"{fmt(None if n == 'native' else row['added_cpu_us'], '+.2f'):>9} "
-            f"{fmt(row['added_vs_wasm_empty'], '.2f'):>8} {row['rps']:>8.0f} "
-            f"{row['p50_ms']:>7.3f} {row['p99_ms']:>7.3f} {row['p99_vs_native']:>12.2f}")
-    log(f"\n.wasm size:        {filter_wasm.relative_to(ROOT) if filter_wasm.is_relative_to(ROOT) else filter_wasm}"
-        f" {filter_wasm.stat().st_size} bytes ({wasm_kib:.1f} KiB)")
+        spread = ("" if n == "native" else
+                  f"{min(added_rounds[n]):+.1f}..{max(added_rounds[n]):+.1f}")
+        log(f"{n:<20} {row['cpu_us_per_req']:>7.1f} {row['norm_cpu_us_per_req']:>7.1f} "
+            f"{fmt(None if n == 'native' else row['added_cpu_us'], '+.1f'):>8} {spread:>17} "
+            f"{fmt(row['added_vs_wasm_empty'], '.2f'):>7} {row['rps']:>6.0f} "
+            f"{row['p50_ms']:>6.3f} {row['p99_ms']:>6.3f} {row['p99_vs_native']:>12.2f}")
+    log("raw µs: the measured Envoy's CPU time / requests it served on that listener;\n"
+        f"norm µs: the same, corrected for host speed by the upstream Envoy's CPU per request "
+        f"(reference {ref:.1f} µs);\n"
+        "added µs: listener minus native in the same round (median; min..max over the rounds"
+        " shows the noise);\n÷ empty: added / wasm-empty's added; req/s, p50, p99: wrk's, "
+        "under full load (median of rounds)")
+    log(f"\n.wasm size: {filter_wasm.stat().st_size} bytes ({wasm_kib:.1f} KiB), "
+        f"the filter as `make wasm` built it (wasm-empty: {empty_wasm.stat().st_size} bytes)")
     log(f"Envoy RSS, --concurrency 2, after load: native {rss['native']:.1f} MiB; "
         + ", ".join(f"{n} {rss[n]:.1f} MiB ({rss[n] - rss['native']:+.1f})"
                     for n in ["wasm-empty", "canary-router", "canary-router-large"]))
-    log(f"config load (Envoy start to /ready, one listener, median of 3): native "
-        f"{load['native']:.2f} s, canary-router {load['canary-router']:.2f} s, "
-        f"canary-router-large {load['canary-router-large']:.2f} s "
-        f"(large config costs {load['canary-router-large'] - load['canary-router']:+.2f} s)")
+    log("config load, Envoy spawn to /ready with one listener (median of 3), "
+        "Envoy CPU time / wall time:\n  "
+        + ", ".join(f"{n} {load[n]['cpu_s']:.2f} / {load[n]['wall_s']:.2f} s"
+                    for n in ["native", "canary-router", "canary-router-large"])
+        + f"\n  the large config costs "
+        f"{load['canary-router-large']['cpu_s'] - load['canary-router']['cpu_s']:+.2f} s of CPU "
+        f"over the typical one (configured twice: main thread + 1 worker)")
     other = statistics.median(x.other_load_cores for n in LISTENERS for x in runs[n])
-    log(f"other load on the machine during the runs (median): {other:.2f} cores")
+    log(f"other load on the machine during the runs (median): {other:.2f} cores"
+        + ("  <- WARNING: the machine was busy; numbers are noisy, re-run on a quiet machine"
+           if other > 0.25 else ""))
 
     log("\ntargets (issue 4):")
     for label, ok, detail in targets:
@@ -926,13 +984,16 @@ def main() -> int:
                      "measured": "one Envoy, --concurrency 1, six listeners behind the same jwt_authn",
                      "upstream": "a separate Envoy process (direct_response, --concurrency 1); its CPU is not counted",
                      "cpu_per_request": "delta of the measured Envoy's utime+stime (/proc/<pid>/stat) / delta of http.<stat_prefix>.downstream_rq_total",
-                     "config_load": "wall time from Envoy's spawn to admin /ready with one listener, median of 3"},
+                     "normalized": "cpu_per_request x (median over all runs of the upstream Envoy's CPU per request / this run's)",
+                     "added_and_targets_from": basis,
+                     "upstream_reference_us_per_req": round(ref, 3),
+                     "config_load": "Envoy's CPU time and wall time from spawn to admin /ready with one listener (--concurrency 1), median of 3"},
         "routing_check": checks,
         "listeners": rows,
         "wasm_bytes": filter_wasm.stat().st_size,
         "wasm_empty_bytes": empty_wasm.stat().st_size,
         "rss_mib_concurrency_2": {k: round(v, 2) for k, v in rss.items()},
-        "startup_to_ready_s": {k: round(v, 3) for k, v in load.items()},
+        "startup_to_ready": {k: {m: round(x, 3) for m, x in v.items()} for k, v in load.items()},
         "other_load_cores_median": round(other, 3),
         "targets": [{"target": l, "pass": ok, "detail": d} for l, ok, d in targets],
     }
@@ -942,6 +1003,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # Ctrl-C must always reach us (a shell may start us with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _on_sigterm)
     signal.signal(signal.SIGHUP, _on_sigterm)
     try:
