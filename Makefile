@@ -65,10 +65,13 @@ integration: wasm envoy
 ## listeners (native, native-hash, lua, wasm-empty, canary-router, canary-router-large),
 ## wrk load, Envoy CPU per request; prints a table and PASS/FAIL per target, writes
 ## target/bench/latest.json. Builds the filter and the empty module, installs wrk.
-## Knobs: BENCH_ROUNDS=3 BENCH_SECONDS=5 BENCH_CONNECTIONS=8 BENCH_NORMALIZE=1 (BENCHMARKS.md).
+## First the native micro-benchmark of decide() (benches/decide.rs, target/bench/decide.json).
+## Knobs: BENCH_ROUNDS=3 BENCH_SECONDS=5 BENCH_CONNECTIONS=8 BENCH_NORMALIZE=1,
+## BENCH_LISTENERS, BENCH_VARIANTS, BENCH_SIDE (BENCHMARKS.md).
 ## Fails only if the harness breaks, never on a FAIL.
 .PHONY: bench
 bench: envoy
+	cargo bench --bench decide
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/run.py
 

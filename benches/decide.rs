@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use canary_router::claims::Payload;
 use canary_router::config::load;
 use canary_router::decide::decide;
-use canary_router::request::{HeaderList, JsonClaims, JwtSource, Request};
+use canary_router::request::{ClaimSource, HeaderList, JwtSource, Lookup, Request};
 use canary_router::rng::SplitMix64;
 use canary_router::router::Router;
 
@@ -59,7 +60,52 @@ fn large(in_size: usize) -> Value {
 
 /// The benchmark request mix: a user key header, several cookies, verified
 /// claims; no rule matches, so the sticky hash decides.
-fn requests() -> Vec<(HeaderList, serde_json::Map<String, Value>)> {
+/// Envoy's serialization of a Struct (what jwt_authn's payload looks like to the
+/// filter), so the benchmark parses claims as the proxy does.
+fn envoy_bytes(value: &Value) -> Vec<u8> {
+    fn pairs(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in entries {
+            out.extend((k.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in entries {
+            out.extend(k);
+            out.push(0);
+            out.extend(v);
+            out.push(0);
+        }
+        out
+    }
+    match value {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
+        Value::Bool(b) => vec![u8::from(*b)],
+        Value::Array(items) => pairs(
+            &items
+                .iter()
+                .map(|i| (envoy_bytes(i), Vec::new()))
+                .collect::<Vec<_>>(),
+        ),
+        Value::Object(map) => pairs(
+            &map.iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), envoy_bytes(v)))
+                .collect::<Vec<_>>(),
+        ),
+        Value::Null => Vec::new(),
+    }
+}
+
+/// The host's answer: a fresh copy of the payload bytes, as `get_property` gives.
+struct HostLike<'a>(&'a [u8]);
+
+impl ClaimSource for HostLike<'_> {
+    fn verified_payload(&self, _: &str) -> Lookup<Payload> {
+        Ok(Some(Payload::Envoy(self.0.to_vec())))
+    }
+}
+
+fn requests() -> Vec<(HeaderList, Vec<u8>)> {
     (0..1024)
         .map(|i| {
             let headers = vec![
@@ -74,8 +120,9 @@ fn requests() -> Vec<(HeaderList, serde_json::Map<String, Value>)> {
                     format!("theme=dark; lang=en; session_id=s{i}; consent=1").into_bytes(),
                 ),
             ];
-            let claims = json!({"sub": format!("sub-{i}"), "groups": ["dev"]});
-            (headers, claims.as_object().cloned().unwrap_or_default())
+            let claims = json!({"iss": "canary-router-demo", "sub": format!("sub-{i}"),
+                                "groups": ["dev"], "exp": 4102444800u64});
+            (headers, envoy_bytes(&claims))
         })
         .collect()
 }
@@ -88,7 +135,7 @@ fn router(config: &Value) -> Router {
 }
 
 /// Median ns per decision over batches.
-fn measure(router: &Router, requests: &[(HeaderList, serde_json::Map<String, Value>)]) -> f64 {
+fn measure(router: &Router, requests: &[(HeaderList, Vec<u8>)]) -> f64 {
     let jwt = JwtSource::Verified {
         metadata_key: "payload".into(),
     };
@@ -100,12 +147,7 @@ fn measure(router: &Router, requests: &[(HeaderList, serde_json::Map<String, Val
         for i in 0..per_batch {
             let (headers, claims) = &requests[i % requests.len()];
             // The filter builds one Request per HTTP request: include that cost.
-            let request = Request::new(
-                &router.slots,
-                &jwt,
-                JsonClaims(Some(claims.clone())),
-                Ok(headers.clone()),
-            );
+            let request = Request::new(&router.slots, &jwt, HostLike(claims), Ok(headers.clone()));
             black_box(decide(black_box(router), &request, &mut entropy));
         }
         batches.push(start.elapsed().as_nanos() as f64 / per_batch as f64);
@@ -116,14 +158,14 @@ fn measure(router: &Router, requests: &[(HeaderList, serde_json::Map<String, Val
 
 /// The cost of the per-request copies alone (headers and claims as the host
 /// hands them over), to subtract from the decision.
-fn measure_copies(requests: &[(HeaderList, serde_json::Map<String, Value>)]) -> f64 {
+fn measure_copies(requests: &[(HeaderList, Vec<u8>)]) -> f64 {
     let mut batches: Vec<f64> = Vec::new();
     let per_batch = 20_000;
     for _ in 0..15 {
         let start = Instant::now();
         for i in 0..per_batch {
             let (headers, claims) = &requests[i % requests.len()];
-            black_box((headers.clone(), claims.clone()));
+            black_box((headers.clone(), claims.to_vec()));
         }
         batches.push(start.elapsed().as_nanos() as f64 / per_batch as f64);
     }

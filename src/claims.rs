@@ -112,9 +112,7 @@ impl Payload {
 pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
     let mut value = payload;
     for segment in path {
-        value = parse_pairs(value)?
-            .into_iter()
-            .find_map(|(k, v)| (k == segment.as_bytes()).then_some(v))?;
+        value = find_pair(value, segment.as_bytes())?;
     }
     Some(from_envoy_bytes(value))
 }
@@ -161,6 +159,26 @@ pub(crate) fn number_text(n: f64) -> String {
 fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
     usize::try_from(u32::from_le_bytes(raw)).ok()
+}
+
+/// The value of `key` in a serialized pairs map, without collecting the pairs: the
+/// per-request claim lookup stops at the match.
+fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let count = read_u32(bytes, 0)?;
+    if count == 0 || count > bytes.len() / 10 {
+        return None;
+    }
+    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
+    for i in 0..count {
+        let key_len = read_u32(bytes, 4 + i * 8)?;
+        let value_len = read_u32(bytes, 8 + i * 8)?;
+        let k = take_nul_terminated(bytes, &mut data, key_len)?;
+        let v = take_nul_terminated(bytes, &mut data, value_len)?;
+        if k == key {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Envoy's serialized pairs map, borrowed; `None` unless `bytes` is exactly one.

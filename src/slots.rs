@@ -92,16 +92,23 @@ impl Slots {
         self.claims.len() - 1
     }
 
+    /// Most configurations read a handful of names: comparing lengths first and
+    /// then bytes beats hashing every header name of every request.
+    const LINEAR_UP_TO: usize = 8;
+
     #[inline]
     pub fn header_slot(&self, name: &str) -> Option<usize> {
-        if self.headers.is_empty() {
-            return None;
+        if self.headers.len() <= Self::LINEAR_UP_TO {
+            return self.headers.iter().position(|h| h.as_str() == name);
         }
         self.header_index.get(name).copied()
     }
 
     #[inline]
     pub fn cookie_slot(&self, name: &[u8]) -> Option<usize> {
+        if self.cookies.len() <= Self::LINEAR_UP_TO {
+            return self.cookies.iter().position(|c| c.as_bytes() == name);
+        }
         self.cookie_index.get(name).copied()
     }
 
@@ -147,6 +154,16 @@ mod tests {
         assert_eq!(slots.header_slot("x-b"), Some(1));
         assert_eq!(slots.header_slot("x-c"), None);
         assert_eq!(slots.cookie_slot(b"beta"), Some(0));
+        assert_eq!(slots.cookie_slot(b"bet"), None);
+        // Past the linear range the hash index answers the same.
+        let mut many = Slots::default();
+        for i in 0..20 {
+            assert_eq!(many.intern_header(&format!("x-h{i}")), i);
+            assert_eq!(many.intern_cookie(&format!("c{i}")), i);
+        }
+        assert_eq!(many.header_slot("x-h17"), Some(17));
+        assert_eq!(many.cookie_slot(b"c19"), Some(19));
+        assert_eq!(many.header_slot("x-h20"), None);
         assert_eq!(
             (slots.header_name(1), slots.cookie_name(0)),
             ("x-b", "beta")

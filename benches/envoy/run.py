@@ -67,7 +67,21 @@ RULE_EVERY = 100  # i % 100 == 1: x-canary: always, == 2: beta=true cookie, == 3
 LARGE_FILLER_RULES = 197
 LARGE_IN_LIST = 50_000
 
-LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router", "canary-router-large"]
+ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
+                 "canary-router-large"]
+# BENCH_LISTENERS=native,wasm-empty,canary-router for a quicker comparison while
+# tuning (native is always kept: every ratio is relative to it); BENCH_SIDE=0 skips
+# the RSS and startup measures.
+LISTENERS = [n for n in ALL_LISTENERS if n in ("native", "wasm-empty") or n in os.environ.get(
+    "BENCH_LISTENERS", ",".join(ALL_LISTENERS)).split(",")]
+# BENCH_VARIANTS=a=/tmp/a.wasm,b=/tmp/b.wasm adds listeners `variant-a`, ... that
+# run other builds of the filter with the typical config, measured in the same
+# Envoy and rounds as the rest: the way to A/B a change to the hot path. Their
+# routing is not checked (a variant may stub out a host call to price it).
+VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v)
+LISTENERS += [f"variant-{name}" for name in VARIANTS]
+FULL = LISTENERS == ALL_LISTENERS
+SIDE_MEASURES = os.environ.get("BENCH_SIDE", "1") != "0"
 
 
 class HarnessError(Exception):
@@ -451,6 +465,9 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name == "canary-router":
         return [wasm_filter("canary-router", filter_wasm,
                             json.dumps(plugin_config(False)))], header_routes()
+    if name.startswith("variant-"):
+        wasm = Path(VARIANTS[name[len("variant-"):]])
+        return [wasm_filter(name, wasm, json.dumps(plugin_config(False)))], header_routes()
     if name == "canary-router-large":
         return [wasm_filter("canary-router-large", filter_wasm,
                             json.dumps(plugin_config(True), separators=(",", ":")))], header_routes()
@@ -665,6 +682,8 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
     went, so that the numbers below measure listeners that route as described."""
     report = {}
     for name in LISTENERS:
+        if name.startswith("variant-"):
+            continue
         conn = http.client.HTTPConnection("127.0.0.1", envoy.ports[name], timeout=10)
 
         def served_by(headers):
@@ -858,9 +877,11 @@ def main() -> int:
 
     log("\nside measures: RSS at --concurrency 2 after 2 s of load; startup to /ready")
     rss = {n: rss_with(n, envoy_bin, up, wrk, script, filter_wasm, empty_wasm)
-           for n in ["native", "wasm-empty", "canary-router", "canary-router-large"]}
+           for n in ["native", "wasm-empty", "canary-router", "canary-router-large"]
+           if SIDE_MEASURES}
     load = {n: startup_cost(n, envoy_bin, up, filter_wasm, empty_wasm)
-            for n in ["native", "canary-router", "canary-router-large"]}
+            for n in ["native", "canary-router", "canary-router-large"]
+            if SIDE_MEASURES}
     stop(up.proc)
 
     # Host speed: on this kind of VM the CPU time a fixed piece of work takes
@@ -907,6 +928,15 @@ def main() -> int:
 
     basis = "normalized" if NORMALIZE else "raw"
     wasm_kib = filter_wasm.stat().st_size / 1024
+    if not (FULL and SIDE_MEASURES):
+        # A tuning run: the table of the listeners measured, no targets.
+        log(f"\n{'listener':<20} {'norm µs':>8} {'added µs':>9} {'÷ empty':>8}  rounds")
+        for n in LISTENERS:
+            log(f"{n:<20} {med[n]['norm_cpu_us_per_req']:>8.1f} {added[n]:>+9.1f} "
+                f"{fmt(rows[n]['added_vs_wasm_empty'], '.2f'):>8}  "
+                + " ".join(f"{v:+.1f}" for v in added_rounds[n]))
+        log("(a partial run: BENCH_LISTENERS or BENCH_SIDE=0; no targets, no latest.json)")
+        return 0
     rss_growth = rss["canary-router"] - rss["native"]
     cr, large = med["canary-router"], med["canary-router-large"]
     large_delta = statistics.median(a / b - 1 for a, b in paired("canary-router-large",
