@@ -189,7 +189,10 @@ fn malformed_requests() -> Vec<Named> {
 
 #[test]
 fn malformed_requests_never_fail_and_counters_still_add_up() {
-    let mut envoy = Envoy::start(&config(), Opts::default().without_jwt_authn());
+    let mut envoy = Envoy::start(
+        &config(),
+        Opts::default().without_jwt_authn().without_early_strip(),
+    );
     let mut sent = 0u64;
     let stable = |envoy: &mut Envoy| -> Vec<String> {
         (0..20)

@@ -119,7 +119,7 @@ fn plan() -> Vec<Planned> {
 
 #[test]
 fn shadow_mode_counts_every_decision_and_the_route_table_serves() {
-    let envoy = Envoy::start(&shadow_config(), Opts::default());
+    let envoy = Envoy::start(&shadow_config(), Opts::default().without_early_strip());
     let mut client = envoy.client();
     let plan = plan();
     let total = plan.len() as u64;
@@ -289,7 +289,10 @@ fn in_shadow_mode_even_a_full_canary_is_served_by_the_route_table() {
         "sticky": { "keys": [ {"header": "x-user-id"} ], "seed": SEED },
         "mode": "shadow"
     });
-    let envoy = Envoy::start(&config.to_string(), Opts::default().concurrency(2));
+    let envoy = Envoy::start(
+        &config.to_string(),
+        Opts::default().concurrency(2).without_early_strip(),
+    );
     let mut client = envoy.client();
     for i in 0..40 {
         let user = format!("full-{i}");

@@ -242,13 +242,17 @@ fn run_demo_script_is_valid_bash() {
     );
 }
 
-/// Harness self-check, without the filter: the backends merge into the same
-/// Envoy and the route table sends each subset header to its cluster.
+/// Harness self-check, without the filter (and without the early strip of
+/// client routing headers, so a test can set one): the backends merge into the
+/// same Envoy and the route table sends each subset header to its cluster.
 #[test]
 fn backends_merge_into_the_same_envoy_and_routes_follow_the_header() {
     let mut envoy = Envoy::start(
         &demo_config().to_string(),
-        Opts::default().without_wasm().concurrency(1),
+        Opts::default()
+            .without_wasm()
+            .without_early_strip()
+            .concurrency(1),
     );
     let listeners = envoy.admin_get("/listeners").body_str();
     for name in ["ingress::", "backend_v1::", "backend_v2::"] {

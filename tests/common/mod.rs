@@ -108,6 +108,10 @@ pub struct Opts {
     pub with_jwt_authn: bool,
     /// Keep the Wasm filter (false only for harness self-checks).
     pub with_wasm: bool,
+    /// Keep envoy.yaml's early header mutation that strips a client-sent routing
+    /// header before routing. Without it (as in Istio, which has no such hook)
+    /// the filter alone must replace the header and make Envoy re-pick the route.
+    pub with_early_strip: bool,
 }
 
 impl Default for Opts {
@@ -116,6 +120,7 @@ impl Default for Opts {
             concurrency: 1,
             with_jwt_authn: true,
             with_wasm: true,
+            with_early_strip: true,
         }
     }
 }
@@ -131,6 +136,10 @@ impl Opts {
     }
     pub fn without_wasm(mut self) -> Self {
         self.with_wasm = false;
+        self
+    }
+    pub fn without_early_strip(mut self) -> Self {
+        self.with_early_strip = false;
         self
     }
 }
@@ -312,6 +321,10 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         yaml_quote(plugin_config),
         &y[e..]
     );
+    if !opts.with_early_strip {
+        let (s, e, _) = marked_block(&y, "early_strip", file);
+        y = format!("{}{}", &y[..s], &y[e..]);
+    }
     if !opts.with_jwt_authn {
         let (s, e, _) = marked_block(&y, "jwt_authn", file);
         y = format!("{}{}", &y[..s], &y[e..]);
