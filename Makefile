@@ -58,6 +58,7 @@ unit:
 	cargo test --lib --bins $(CARGO_TEST_FLAGS)
 
 integration: wasm envoy
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
 
