@@ -112,6 +112,10 @@ pub struct Opts {
     /// header before routing. Without it (as in Istio, which has no such hook)
     /// the filter alone must replace the header and make Envoy re-pick the route.
     pub with_early_strip: bool,
+    /// Deliver the plugin configuration by ECDS from a watched file in this
+    /// directory (as Istio delivers WasmPlugins) instead of inline; see
+    /// [`write_ecds`] to push a new configuration while Envoy serves.
+    pub ecds_dir: Option<PathBuf>,
 }
 
 impl Default for Opts {
@@ -121,6 +125,7 @@ impl Default for Opts {
             with_jwt_authn: true,
             with_wasm: true,
             with_early_strip: true,
+            ecds_dir: None,
         }
     }
 }
@@ -140,6 +145,10 @@ impl Opts {
     }
     pub fn without_early_strip(mut self) -> Self {
         self.with_early_strip = false;
+        self
+    }
+    pub fn ecds(mut self, dir: PathBuf) -> Self {
+        self.ecds_dir = Some(dir);
         self
     }
 }
@@ -329,16 +338,80 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         let (s, e, _) = marked_block(&y, "jwt_authn", file);
         y = format!("{}{}", &y[..s], &y[e..]);
     }
-    if !opts.with_wasm {
-        // Harness self-check only: cut the Wasm filter entry (from its `- name:`
-        // line up to the router's).
+    if !opts.with_wasm || opts.ecds_dir.is_some() {
+        // Cut the inline Wasm filter entry (from its `- name:` line up to the
+        // router's): for harness self-checks, or to load it by ECDS instead.
         let s = y.find("- name: envoy.filters.http.wasm").unwrap();
         let s = y[..s].rfind('\n').unwrap() + 1;
         let e = y.find("- name: envoy.filters.http.router").unwrap();
         let e = y[..e].rfind('\n').unwrap() + 1;
-        y = format!("{}{}", &y[..s], &y[e..]);
+        let entry = match &opts.ecds_dir {
+            Some(dir) if opts.with_wasm => {
+                write_ecds(dir, plugin_config);
+                let indent = &y[s..y[s..].find('-').unwrap() + s];
+                ecds_filter_entry(dir, indent)
+            }
+            _ => String::new(),
+        };
+        y = format!("{}{entry}{}", &y[..s], &y[e..]);
     }
     y
+}
+
+/// The ECDS resource file in `dir`.
+pub fn ecds_file(dir: &Path) -> PathBuf {
+    dir.join("canary-router.json")
+}
+
+/// The HTTP filter entry that loads the Wasm filter by ECDS from a watched file.
+fn ecds_filter_entry(dir: &Path, indent: &str) -> String {
+    let entry = serde_json::json!({
+        "name": "canary-router",
+        "config_discovery": {
+            "config_source": {
+                "path_config_source": {
+                    "path": path_of(&ecds_file(dir)),
+                    "watched_directory": {"path": path_of(dir)},
+                },
+                "resource_api_version": "V3",
+            },
+            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+        }
+    });
+    format!("{indent}- {entry}\n")
+}
+
+/// Write (atomically: a temporary file renamed over the watched one) the ECDS
+/// resource holding the Wasm filter with `plugin_config`, as a control plane
+/// would push it. Envoy picks the change up from the watched directory.
+pub fn write_ecds(dir: &Path, plugin_config: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let resource = serde_json::json!({
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "canary-router",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "canary-router",
+                    "root_id": "canary-router",
+                    "failure_policy": "FAIL_OPEN",
+                    "vm_config": {
+                        "vm_id": "canary-router",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": {"local": {"filename": path_of(&wasm_path())}},
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": plugin_config,
+                    },
+                },
+            },
+        }]
+    });
+    let tmp = dir.join(".canary-router.json.tmp");
+    std::fs::write(&tmp, resource.to_string()).unwrap();
+    std::fs::rename(&tmp, ecds_file(dir)).unwrap();
 }
 
 /// envoy/backends.yaml with the test's backend ports.
@@ -479,6 +552,13 @@ impl Envoy {
             .arg("--concurrency")
             .arg(self.opts.concurrency.to_string())
             .arg("--disable-hot-restart")
+            // ECDS (Opts::ecds) needs a node identity; harmless otherwise.
+            .args([
+                "--service-node",
+                "canary-router-test",
+                "--service-cluster",
+                "canary-router-test",
+            ])
             .arg("--log-level")
             .arg("info")
             .stdin(Stdio::null())
