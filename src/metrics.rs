@@ -5,6 +5,8 @@
 //! - `<prefix>.shadow.subset.<subset>.reason.<reason>.requests` (shadow mode)
 //! - `<prefix>.rule.<rule>.matches`
 //! - `<prefix>.subset.<subset>.responses.<class>`
+//! - `<prefix>.wasm_memory_bytes` (gauge): the reporting VM's linear memory, for
+//!   soak tests and leak alerts
 
 use crate::decide::Reason;
 
@@ -58,6 +60,8 @@ pub struct MetricNames {
     pub rule_matches: Vec<String>,
     /// `[subset][class]`
     pub responses: Vec<Vec<String>>,
+    /// Gauge: the VM's linear memory in bytes.
+    pub wasm_memory: String,
 }
 
 impl MetricNames {
@@ -74,6 +78,7 @@ impl MetricNames {
                 .collect()
         };
         MetricNames {
+            wasm_memory: format!("{prefix}.wasm_memory_bytes"),
             requests: requests(&format!("{prefix}.")),
             shadow_requests: requests(&format!("{prefix}.shadow.")),
             rule_matches: rules
@@ -117,6 +122,7 @@ mod tests {
             "canary.shadow.subset.v2.reason.random.requests"
         );
         assert_eq!(names.rule_matches, ["canary.rule.qa.matches"]);
+        assert_eq!(names.wasm_memory, "canary.wasm_memory_bytes");
         assert_eq!(names.responses[1][3], "canary.subset.v2.responses.5xx");
         assert_eq!(names.requests[0].len(), Reason::ALL.len());
     }

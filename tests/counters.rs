@@ -231,9 +231,9 @@ fn counters_equal_what_was_sent_and_served() {
             .any(|l| l == "canary_rule_matches{rule=\"qa\"} 25"),
         "canary_rule_matches{{rule=\"qa\"}} 25"
     );
-    // No untagged leftovers of the filter's names.
+    // No untagged leftovers of the filter's names (the memory gauge has none).
     for (name, labels, _) in &prom {
-        if name.starts_with("canary") {
+        if name.starts_with("canary") && name != "canary_wasm_memory_bytes" {
             assert!(!labels.is_empty(), "{name} without labels");
             assert!(
                 !name.contains("subset") && !name.contains("reason"),
@@ -241,4 +241,15 @@ fn counters_equal_what_was_sent_and_served() {
             );
         }
     }
+}
+
+#[test]
+fn the_vm_memory_gauge_reports_linear_memory() {
+    let envoy = Envoy::start(&demo_config().to_string(), Opts::default());
+    let bytes = envoy
+        .wasm_memory_gauge("canary")
+        .expect("gauge defined at configure time");
+    // Whole 64 KiB pages, at least the module's initial memory, far below 1 GiB.
+    assert_eq!(bytes % 65_536, 0, "{bytes}");
+    assert!((65_536..1 << 30).contains(&bytes), "{bytes}");
 }

@@ -13,6 +13,7 @@ pub(crate) struct MetricIds {
     shadow_requests: Vec<Vec<u32>>,
     rule_matches: Vec<u32>,
     responses: Vec<Vec<u32>>,
+    wasm_memory: u32,
 }
 
 pub(crate) struct DefineError {
@@ -55,6 +56,12 @@ impl MetricIds {
                 .map(|row| counters(row))
                 .collect::<Result<_, _>>()?,
             rule_matches: counters(&names.rule_matches)?,
+            wasm_memory: hostcalls::define_metric(MetricType::Gauge, &names.wasm_memory).map_err(
+                |status| DefineError {
+                    name: names.wasm_memory.clone(),
+                    status,
+                },
+            )?,
             responses: names
                 .responses
                 .iter()
@@ -72,6 +79,12 @@ impl MetricIds {
             .get(subset)?
             .get(reason.index())
             .copied()
+    }
+
+    /// Report this VM's linear memory (pages of 64 KiB).
+    pub fn record_wasm_memory(&self) {
+        let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
+        let _ = hostcalls::record_metric(self.wasm_memory, bytes);
     }
 
     pub fn rule_match(&self, rule: usize) -> Option<u32> {

@@ -104,8 +104,17 @@ impl RootContext for CanaryRoot {
             router.sticky_keys.len(),
             router.header,
         );
+        metrics.record_wasm_memory();
         self.active = Some(Rc::new(Active { router, metrics }));
+        // The memory gauge is refreshed on a timer, off the request path.
+        let _ = hostcalls::set_tick_period(std::time::Duration::from_secs(5));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(active) = &self.active {
+            active.metrics.record_wasm_memory();
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

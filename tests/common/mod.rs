@@ -668,13 +668,22 @@ impl Envoy {
     }
 
     /// The filter's counters only (names under `wasmcustom.`), missing ones absent.
+    /// The filter's counters (its one gauge, the VM memory, moves on its own
+    /// timer and is left out: see [`Envoy::wasm_memory_gauge`]).
     pub fn wasm_stats(&self) -> BTreeMap<String, u64> {
         let r = self.admin_get("/stats?filter=%5Ewasmcustom%5C.");
         assert_eq!(r.status, 200);
         parse_stats(&r.body_str())
             .into_iter()
-            .filter(|(k, _)| k.starts_with("wasmcustom."))
+            .filter(|(k, _)| k.starts_with("wasmcustom.") && !k.ends_with(".wasm_memory_bytes"))
             .collect()
+    }
+
+    /// The filter's `<prefix>.wasm_memory_bytes` gauge.
+    pub fn wasm_memory_gauge(&self, prefix: &str) -> Option<u64> {
+        self.stats()
+            .get(&format!("wasmcustom.{prefix}.wasm_memory_bytes"))
+            .copied()
     }
 
     /// The text at /stats/prometheus.
