@@ -76,6 +76,13 @@ bench: envoy
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/run.py
 
+## soak: steady load with a config push every 10 s (SOAK_SECONDS, default 120);
+## RSS and Wasm memory must stay flat after warm-up. Not part of make test.
+.PHONY: soak
+soak: wasm envoy
+	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" SOAK_SECONDS="$${SOAK_SECONDS:-120}" \
+	  cargo test --test soak -- --ignored --nocapture
+
 fmt:
 	cargo fmt
 

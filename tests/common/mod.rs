@@ -628,6 +628,11 @@ impl Envoy {
         self.launch_until_ready();
     }
 
+    /// The Envoy process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn listener_addr(&self) -> SocketAddr {
         ([127, 0, 0, 1], self.ports.listener).into()
     }
