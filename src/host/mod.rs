@@ -60,6 +60,7 @@ impl Context for CanaryRoot {}
 
 impl RootContext for CanaryRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let started = hostcalls::get_current_time().ok();
         let bytes = match hostcalls::get_buffer(
             proxy_wasm::types::BufferType::PluginConfiguration,
             0,
@@ -91,8 +92,14 @@ impl RootContext for CanaryRoot {
             warn!("canary-router: {warning}");
         }
         let router = loaded.router;
+        // Host clock: the wall time this VM spent parsing, compiling and
+        // defining metrics (big `in` lists and rule sets show here).
+        let took_ms = started
+            .zip(hostcalls::get_current_time().ok())
+            .and_then(|(a, b)| b.duration_since(a).ok())
+            .map_or(0, |d| d.as_millis());
         info!(
-            "canary-router: configured: subsets {}, {} rule(s), {} sticky key(s), header {}",
+            "canary-router: configured in {took_ms} ms: subsets {}, {} rule(s), {} sticky key(s), header {}",
             router
                 .subsets
                 .iter()
