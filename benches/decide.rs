@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use canary_router::claims::Payload;
+use canary_router::claims::{to_envoy_bytes, Payload};
 use canary_router::config::load;
 use canary_router::decide::decide;
 use canary_router::request::{ClaimSource, HeaderList, JwtSource, Lookup, Request};
@@ -60,42 +60,6 @@ fn large(in_size: usize) -> Value {
 
 /// The benchmark request mix: a user key header, several cookies, verified
 /// claims; no rule matches, so the sticky hash decides.
-/// Envoy's serialization of a Struct (what jwt_authn's payload looks like to the
-/// filter), so the benchmark parses claims as the proxy does.
-fn envoy_bytes(value: &Value) -> Vec<u8> {
-    fn pairs(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in entries {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in entries {
-            out.extend(k);
-            out.push(0);
-            out.extend(v);
-            out.push(0);
-        }
-        out
-    }
-    match value {
-        Value::String(s) => s.as_bytes().to_vec(),
-        Value::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
-        Value::Bool(b) => vec![u8::from(*b)],
-        Value::Array(items) => pairs(
-            &items
-                .iter()
-                .map(|i| (envoy_bytes(i), Vec::new()))
-                .collect::<Vec<_>>(),
-        ),
-        Value::Object(map) => pairs(
-            &map.iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), envoy_bytes(v)))
-                .collect::<Vec<_>>(),
-        ),
-        Value::Null => Vec::new(),
-    }
-}
-
 /// The host's answer: a fresh copy of the payload bytes, as `get_property` gives.
 struct HostLike<'a>(&'a [u8]);
 
@@ -122,7 +86,7 @@ fn requests() -> Vec<(HeaderList, Vec<u8>)> {
             ];
             let claims = json!({"iss": "canary-router-demo", "sub": format!("sub-{i}"),
                                 "groups": ["dev"], "exp": 4102444800u64});
-            (headers, envoy_bytes(&claims))
+            (headers, to_envoy_bytes(&claims))
         })
         .collect()
 }

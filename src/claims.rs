@@ -117,6 +117,47 @@ pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
     Some(from_envoy_bytes(value))
 }
 
+/// A JSON value in Envoy's property serialization (the inverse of
+/// [`envoy_lookup`]'s reading): what jwt_authn's payload looks like to the filter.
+/// The `explain` tool encodes `--claims` with it, so its decisions read claims
+/// through exactly the decoding the proxy uses.
+pub fn to_envoy_bytes(value: &Value) -> Vec<u8> {
+    fn pairs(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in &entries {
+            out.extend((k.len() as u32).to_le_bytes());
+            out.extend((v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in entries {
+            out.extend(k);
+            out.push(0);
+            out.extend(v);
+            out.push(0);
+        }
+        out
+    }
+    match value {
+        Value::String(s) => s.as_bytes().to_vec(),
+        Value::Number(n) => n.as_f64().unwrap_or(0.0).to_le_bytes().to_vec(),
+        Value::Bool(b) => vec![u8::from(*b)],
+        // `null` is absent, as in [`lookup`].
+        Value::Array(items) => pairs(
+            items
+                .iter()
+                .filter(|i| !i.is_null())
+                .map(|i| (to_envoy_bytes(i), Vec::new()))
+                .collect(),
+        ),
+        Value::Object(map) => pairs(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.as_bytes().to_vec(), to_envoy_bytes(v)))
+                .collect(),
+        ),
+        Value::Null => Vec::new(),
+    }
+}
+
 /// One value in Envoy's serialization. The bytes carry no type tag, so text wins
 /// whenever they read as printable UTF-8; only then are the binary shapes tried.
 pub fn from_envoy_bytes(bytes: &[u8]) -> Claim {
@@ -426,6 +467,29 @@ mod tests {
             (b"exp", &4102444800f64.to_le_bytes()),
             (b"realm_access", &realm),
         ])
+    }
+
+    #[test]
+    fn the_encoder_reproduces_the_captured_payload() {
+        let claims = serde_json::json!({"level": 3, "iss": "canary-router-demo",
+            "groups": ["dev", "staff"], "sub": "alice", "tenant": "acme",
+            "exp": 4102444800u64, "realm_access": {"roles": ["ops"]}});
+        let bytes = to_envoy_bytes(&claims);
+        for p in [
+            "level",
+            "iss",
+            "groups",
+            "sub",
+            "tenant",
+            "exp",
+            "realm_access.roles",
+        ] {
+            assert_eq!(
+                envoy_lookup(&bytes, &path(p)),
+                envoy_lookup(&captured_payload(), &path(p)),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -177,13 +177,18 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
     }
 }
 
-/// Verified claims given as a JSON object, as jwt_authn would have stored them:
-/// what the `explain` tool reads from `--claims`.
+/// Verified claims given as a JSON object, handed to the decision in Envoy's
+/// serialization (as jwt_authn's metadata reaches the proxy): what the `explain`
+/// tool reads from `--claims`, decoded by the same code as in the proxy.
 pub struct JsonClaims(pub Option<serde_json::Map<String, serde_json::Value>>);
 
 impl ClaimSource for JsonClaims {
     fn verified_payload(&self, _: &str) -> Lookup<Payload> {
-        Ok(self.0.clone().map(Payload::Json))
+        Ok(self.0.as_ref().map(|map| {
+            Payload::Envoy(claims::to_envoy_bytes(&serde_json::Value::Object(
+                map.clone(),
+            )))
+        }))
     }
 }
 
