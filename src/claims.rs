@@ -112,7 +112,13 @@ impl Payload {
 pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
     let mut value = payload;
     for segment in path {
-        value = find_pair(value, segment.as_bytes())?;
+        let found = find_pair(value, segment.as_bytes())?;
+        // A list's elements are keys with empty values: a path does not step
+        // into a list (as in the JSON `lookup`).
+        if found.is_empty() && is_list_shaped(value) {
+            return None;
+        }
+        value = found;
     }
     Some(from_envoy_bytes(value))
 }
@@ -220,6 +226,12 @@ fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
         }
     }
     None
+}
+
+/// A pairs map whose values are all empty: how Envoy serializes a list (an object
+/// of only empty strings reads the same, and is treated as a list).
+fn is_list_shaped(bytes: &[u8]) -> bool {
+    parse_pairs(bytes).is_some_and(|pairs| pairs.iter().all(|(_, v)| v.is_empty()))
 }
 
 /// Envoy's serialized pairs map, borrowed; `None` unless `bytes` is exactly one.
@@ -511,6 +523,13 @@ mod tests {
         );
         assert_eq!(p.claim(&path("realm_access")), Some(Claim::Object));
         assert_eq!(p.claim(&path("missing")), None);
+        // A path does not step into a list (as with JSON claims).
+        assert_eq!(p.claim(&path("groups.staff")), None);
+        let json = serde_json::json!({"groups": ["staff"]});
+        assert_eq!(
+            lookup(json.as_object().unwrap(), &path("groups.staff")),
+            None
+        );
         assert_eq!(p.claim(&path("sub.x")), None);
         // Truncated payloads read as no claims, never a panic.
         let bytes = captured_payload();

@@ -72,9 +72,20 @@ impl<'a> Object<'a> {
                         .join(", ")
                 ),
             };
+            // A user's key is printed escaped unless it is a plain name: a
+            // newline in it must not split (or forge) the one log line.
+            let shown = if !unknown.is_empty()
+                && unknown
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                unknown.clone()
+            } else {
+                format!("{unknown:?}")
+            };
             return Err(ConfigError::new(
-                join(&path, unknown),
-                format!("unknown field `{unknown}`, expected {expected}"),
+                join(&path, &shown),
+                format!("unknown field `{shown}`, expected {expected}"),
             ));
         }
         Ok(Object { path, map })

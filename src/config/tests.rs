@@ -204,6 +204,9 @@ fn one_line_errors_name_the_field() {
             "config: sticky.pin_cookie.same_site: \"None\" needs \"secure\": true"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","path":"app"}}}"#,
             "config: sticky.pin_cookie.path: \"app\" is not a cookie path"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"x\nconfig: injected":1}"#,
+            "config: \"x\\nconfig: injected\": unknown field `\"x\\nconfig: injected\"`"),
+        (r#"{"":0}"#, "config: \"\": unknown field `\"\"`"),
     ];
     for (json, want) in cases {
         let got = err(json);
