@@ -83,6 +83,18 @@ soak: wasm envoy
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" SOAK_SECONDS="$${SOAK_SECONDS:-120}" \
 	  cargo test --test soak -- --ignored --nocapture
 
+## fuzz: every cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS each (default 60),
+## corpora kept (and minimized) in fuzz/corpus/<target>/, crash reproducers in
+## fuzz/artifacts/<target>/; prints executions per target, also in target/fuzz/summary.txt.
+## Fails when a target finds a panic, a timeout (5 s) or memory over 2 GB.
+## The corpus replays in `make test` (tests/fuzz_corpus.rs). Knobs: fuzz/run.sh.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
 fmt:
 	cargo fmt
 
