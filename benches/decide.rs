@@ -38,8 +38,13 @@ fn typical() -> Value {
 /// 197 rules that never match the benchmark requests, one `in` rule of
 /// `in_size` tenants, then the typical three: every request walks all of them.
 fn large(in_size: usize) -> Value {
+    many_rules(197, in_size)
+}
+
+/// `filler` never-matching rules, the `in` rule, then the typical three.
+fn many_rules(filler: usize, in_size: usize) -> Value {
     let mut config = typical();
-    let mut rules: Vec<Value> = (0..197)
+    let mut rules: Vec<Value> = (0..filler)
         .map(|i| {
             if i % 2 == 0 {
                 json!({"name": format!("h{i}"), "subset": "v2",
@@ -147,6 +152,7 @@ fn main() {
         ("in list of 10".into(), large(10)),
         ("in list of 10,000".into(), large(10_000)),
         ("in list of 100,000".into(), large(100_000)),
+        ("500 rules, in list of 100,000".into(), many_rules(496, 100_000)),
     ];
     println!("decide(): median ns per decision (request copies, {copies:.0} ns, subtracted)");
     let mut results = Vec::new();
