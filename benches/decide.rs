@@ -152,7 +152,10 @@ fn main() {
         ("in list of 10".into(), large(10)),
         ("in list of 10,000".into(), large(10_000)),
         ("in list of 100,000".into(), large(100_000)),
-        ("500 rules, in list of 100,000".into(), many_rules(496, 100_000)),
+        (
+            "500 rules, in list of 100,000".into(),
+            many_rules(496, 100_000),
+        ),
     ];
     println!("decide(): median ns per decision (request copies, {copies:.0} ns, subtracted)");
     let mut results = Vec::new();
