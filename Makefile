@@ -59,6 +59,7 @@ unit:
 
 integration: wasm envoy
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+	@$(ISTIO_CHECK_DEPS)
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
 
@@ -95,9 +96,40 @@ fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
 
+## oci: the filter as an OCI image (Wasm image spec "compat" variant: one layer holding
+## plugin.wasm) that Istio's WasmPlugin can pull, without a Docker daemon (istio/oci.py):
+## layout in $(OCI_DIR)/canary-router, OCI archive $(OCI_DIR)/canary-router.tar, and the
+## .wasm's sha256 and the manifest digest in $(OCI_DIR)/digests.txt. Reproducible.
+## Push with skopeo/oras/crane (istio/oci.py's header). Knob: OCI_TAG (default: crate version).
+.PHONY: oci
+OCI_DIR := target/oci
+OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+oci: wasm
+	python3 istio/oci.py $(WASM) $(OCI_DIR)/canary-router --archive $(OCI_DIR)/canary-router.tar \
+	  --digests $(OCI_DIR)/digests.txt --tag $(OCI_TAG)
+
 fmt:
 	cargo fmt
 
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+## istio-check: validate istio/ (issue 6): every manifest against Istio's CRD schemas
+## (npm @kubernetes-models/istio, in target/istio-check/node_modules) and core
+## Kubernetes schemas (PyPI kubernetes-validate, in .venv), plus the cross-file
+## consistency checks of tests/istio_manifests.rs. Installs what it needs, once.
+ISTIO_CHECK_DIR := target/istio-check
+ISTIO_NPM_PACKAGES := @kubernetes-models/istio@3.0.1 yaml@2.9.1
+ISTIO_CHECK_STAMP := $(ISTIO_CHECK_DIR)/.deps-istio-3.0.1-yaml-2.9.1-kv
+ISTIO_CHECK_DEPS = [ -f $(ISTIO_CHECK_STAMP) ] && [ -x $(VENV)/bin/kubernetes-validate ] || { \
+  { command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }; } && \
+  mkdir -p $(ISTIO_CHECK_DIR) && \
+  npm install --prefix $(ISTIO_CHECK_DIR) --no-audit --no-fund --loglevel=error $(ISTIO_NPM_PACKAGES) && \
+  { [ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV); } && \
+  $(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate PyYAML && \
+  touch $(ISTIO_CHECK_STAMP); }
+.PHONY: istio-check
+istio-check:
+	@$(ISTIO_CHECK_DEPS)
+	cargo test --test istio_manifests $(CARGO_TEST_FLAGS)

@@ -1,0 +1,569 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The manifests in `istio/` (issue 6): every document is valid against Istio's
+//! published CRD schemas (npm `@kubernetes-models/istio`, run by
+//! `istio/validate.mjs`) or the core Kubernetes schemas (PyPI
+//! `kubernetes-validate --strict`), and the files agree with each other and with
+//! the filter: subset names, the routing header, the default route, the plugin
+//! configuration (= `envoy/canary.json`, accepted by `canary-router check`),
+//! `failStrategy`, the JWT issuer and keys.
+//!
+//! Needs node and the packages `make istio-check` installs (into
+//! `target/istio-check/node_modules` and `.venv`); without them every test FAILS
+//! with that hint, never skips.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+const HINT: &str = "run `make istio-check` (installs node packages into target/istio-check and kubernetes-validate into .venv)";
+
+/// The files of this part of issue 6, all applied by `kustomization.yaml`.
+const APPLIED: &[&str] = &[
+    "namespace.yaml",
+    "deployments.yaml",
+    "service.yaml",
+    "destination-rule.yaml",
+    "gateway.yaml",
+    "virtual-service.yaml",
+    "request-authentication.yaml",
+    "authorization-policy.yaml",
+    "wasmplugin-gateway.yaml",
+    "wasmplugin-sidecar.yaml",
+];
+/// Validated too, but installed with `istioctl install -f`, not applied.
+const NOT_APPLIED: &[&str] = &["mesh-stats.yaml", "kustomization.yaml"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn node_modules() -> PathBuf {
+    std::env::var_os("ISTIO_NODE_MODULES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/istio-check/node_modules"))
+}
+
+fn kubernetes_validate() -> PathBuf {
+    root().join(".venv/bin/kubernetes-validate")
+}
+
+/// One YAML document as `istio/validate.mjs` reported it.
+#[derive(Debug, Clone)]
+struct Doc {
+    file: String,
+    status: String,
+    error: Option<String>,
+    object: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.object["kind"].as_str().unwrap_or("")
+    }
+    fn api_version(&self) -> &str {
+        self.object["apiVersion"].as_str().unwrap_or("")
+    }
+}
+
+/// Runs the node validator on `files` (paths relative to the repo root).
+/// Returns its exit status and the parsed lines.
+fn run_validator(files: &[PathBuf]) -> (bool, Vec<Doc>) {
+    let modules = node_modules();
+    assert!(
+        modules.join("@kubernetes-models/istio").is_dir() && modules.join("yaml").is_dir(),
+        "missing {}: {HINT}",
+        modules.display()
+    );
+    let out = Command::new("node")
+        .arg(root().join("istio/validate.mjs"))
+        .arg(&modules)
+        .args(files)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): {HINT}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() != Some(2),
+        "istio/validate.mjs could not run: {stderr}\n{HINT}"
+    );
+    let docs = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("validate.mjs printed {line:?}: {e}; stderr: {stderr}"));
+            Doc {
+                file: v["file"].as_str().unwrap_or("").to_owned(),
+                status: v["status"].as_str().unwrap_or("").to_owned(),
+                error: v["error"].as_str().map(str::to_owned),
+                object: v["object"].clone(),
+            }
+        })
+        .collect();
+    (out.status.success(), docs)
+}
+
+fn istio_file(name: &str) -> PathBuf {
+    PathBuf::from("istio").join(name)
+}
+
+/// Every document of the files above, validated once per test binary.
+fn docs() -> &'static (bool, Vec<Doc>) {
+    static DOCS: OnceLock<(bool, Vec<Doc>)> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        let files: Vec<PathBuf> = APPLIED
+            .iter()
+            .chain(NOT_APPLIED)
+            .map(|f| istio_file(f))
+            .collect();
+        for f in &files {
+            assert!(root().join(f).is_file(), "{} is missing", f.display());
+        }
+        run_validator(&files)
+    })
+}
+
+fn find<'a>(kind: &str, file: &str) -> Vec<&'a Value> {
+    let want = format!("istio/{file}");
+    let found: Vec<&Value> = docs()
+        .1
+        .iter()
+        .filter(|d| d.kind() == kind && d.file == want)
+        .map(|d| &d.object)
+        .collect();
+    assert!(!found.is_empty(), "no {kind} in {want}");
+    found
+}
+
+fn one<'a>(kind: &str, file: &str) -> &'a Value {
+    let found = find(kind, file);
+    assert_eq!(found.len(), 1, "want exactly one {kind} in istio/{file}");
+    found[0]
+}
+
+fn canary_json() -> Value {
+    let text = std::fs::read_to_string(root().join("envoy/canary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn plugins() -> Vec<(&'static str, &'static Value)> {
+    ["wasmplugin-gateway.yaml", "wasmplugin-sidecar.yaml"]
+        .into_iter()
+        .map(|f| (f, one("WasmPlugin", f)))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .unwrap_or_else(|| panic!("not a string: {s}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn every_istio_document_matches_the_istio_crd_schemas() {
+    let (ok, docs) = docs();
+    let bad: Vec<String> = docs
+        .iter()
+        .filter(|d| d.status != "ok" && d.status != "other")
+        .map(|d| {
+            format!(
+                "{} {} : {}",
+                d.file,
+                d.kind(),
+                d.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(
+        bad.is_empty() && *ok,
+        "invalid against Istio's CRD schemas:\n{}",
+        bad.join("\n")
+    );
+    // Every document was checked by one of the two validators (or is the
+    // kustomization, checked below).
+    for d in docs.iter().filter(|d| d.status == "other") {
+        let core = matches!(d.api_version(), "v1" | "apps/v1");
+        let kustomize = d.api_version().starts_with("kustomize.config.k8s.io/");
+        assert!(
+            core || kustomize,
+            "{}: {} {} has no schema here",
+            d.file,
+            d.api_version(),
+            d.kind()
+        );
+    }
+    let istio: BTreeSet<&str> = docs
+        .iter()
+        .filter(|d| d.status == "ok")
+        .map(Doc::kind)
+        .collect();
+    for kind in [
+        "WasmPlugin",
+        "DestinationRule",
+        "VirtualService",
+        "Gateway",
+        "RequestAuthentication",
+        "AuthorizationPolicy",
+        "IstioOperator",
+    ] {
+        assert!(istio.contains(kind), "no {kind} was validated: {istio:?}");
+    }
+}
+
+#[test]
+fn core_documents_match_the_kubernetes_schemas_strictly() {
+    let kv = kubernetes_validate();
+    assert!(kv.is_file(), "missing {}: {HINT}", kv.display());
+    let files: BTreeSet<&str> = docs()
+        .1
+        .iter()
+        .filter(|d| matches!(d.api_version(), "v1" | "apps/v1"))
+        .map(|d| d.file.as_str())
+        .collect();
+    assert!(files.contains("istio/deployments.yaml") && files.contains("istio/service.yaml"));
+    let out = Command::new(&kv)
+        .arg("--strict")
+        .args(&files)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict failed:\n{text}"
+    );
+    let passed = text.matches(" passed for resource ").count();
+    let core_docs = docs()
+        .1
+        .iter()
+        .filter(|d| matches!(d.api_version(), "v1" | "apps/v1"))
+        .count();
+    assert_eq!(passed, core_docs, "every core document checked:\n{text}");
+}
+
+/// The two validators are not vacuous: they reject a broken WasmPlugin and a
+/// Service with an unknown field.
+#[test]
+fn the_validators_reject_broken_manifests() {
+    let dir = std::env::temp_dir().join(format!("istio-manifests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut plugin = one("WasmPlugin", "wasmplugin-gateway.yaml").clone();
+    plugin["spec"]["failStrategy"] = json!("FAIL_SOMETIMES");
+    let bad_plugin = dir.join("bad-plugin.yaml");
+    std::fs::write(&bad_plugin, serde_json::to_string(&plugin).unwrap()).unwrap();
+    let (ok, docs) = run_validator(&[bad_plugin]);
+    assert!(!ok, "a bad failStrategy passed");
+    assert!(
+        docs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("failStrategy"),
+        "{docs:?}"
+    );
+
+    let mut service = one("Service", "service.yaml").clone();
+    service["spec"]["portz"] = json!([]);
+    let bad_service = dir.join("bad-service.yaml");
+    std::fs::write(&bad_service, serde_json::to_string(&service).unwrap()).unwrap();
+    let kv = kubernetes_validate();
+    assert!(kv.is_file(), "missing {}: {HINT}", kv.display());
+    let out = Command::new(kv)
+        .arg("--strict")
+        .arg(&bad_service)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown Service field passed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kustomization_applies_every_manifest() {
+    let k = one("Kustomization", "kustomization.yaml");
+    let resources = strings(&k["resources"]);
+    for file in APPLIED {
+        assert!(
+            resources.iter().any(|r| r == file),
+            "kustomization.yaml misses {file}"
+        );
+    }
+    for r in &resources {
+        assert!(
+            root().join("istio").join(r).is_file(),
+            "kustomization lists missing {r}"
+        );
+    }
+    assert!(
+        !resources.iter().any(|r| r == "mesh-stats.yaml"),
+        "mesh-stats.yaml is install-time"
+    );
+}
+
+#[test]
+fn plugin_config_is_envoy_canary_json() {
+    for (file, plugin) in plugins() {
+        assert_eq!(
+            plugin["spec"]["pluginConfig"],
+            canary_json(),
+            "{file}: pluginConfig must equal envoy/canary.json"
+        );
+    }
+}
+
+#[test]
+fn plugin_config_passes_canary_router_check() {
+    let dir = std::env::temp_dir().join(format!("istio-check-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, plugin) in plugins() {
+        let path = dir.join(file.replace(".yaml", ".json"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&plugin["spec"]["pluginConfig"]).unwrap(),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_canary-router"))
+            .arg("check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: canary-router check refused the pluginConfig: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn plugins_fail_open_after_authentication() {
+    for (file, plugin) in plugins() {
+        let spec = &plugin["spec"];
+        assert_eq!(spec["failStrategy"], "FAIL_OPEN", "{file}");
+        assert_eq!(spec["phase"], "AUTHZ", "{file}");
+        let url = spec["url"].as_str().unwrap();
+        assert!(url.starts_with("oci://"), "{file}: {url}");
+        if let Some(sha) = spec.get("sha256") {
+            let sha = sha.as_str().unwrap();
+            assert!(
+                sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{file}: sha256 {sha}"
+            );
+        }
+    }
+    let gateway = &one("WasmPlugin", "wasmplugin-gateway.yaml")["spec"];
+    assert_eq!(
+        gateway["selector"]["matchLabels"],
+        json!({"istio": "ingressgateway"})
+    );
+    assert_eq!(
+        one("WasmPlugin", "wasmplugin-gateway.yaml")["metadata"]["namespace"],
+        "istio-system",
+        "a WasmPlugin selects workloads in its own namespace"
+    );
+    let sidecar = &one("WasmPlugin", "wasmplugin-sidecar.yaml")["spec"];
+    assert_eq!(sidecar["match"], json!([{"mode": "CLIENT"}]));
+}
+
+fn plugin_subsets() -> Vec<String> {
+    let config = &plugins()[0].1["spec"]["pluginConfig"];
+    config["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn plugin_default_subset() -> String {
+    let config = &plugins()[0].1["spec"]["pluginConfig"];
+    config["default_subset"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| plugin_subsets()[0].clone())
+}
+
+#[test]
+fn subset_names_agree_across_files() {
+    let plugin: BTreeSet<String> = plugin_subsets().into_iter().collect();
+    let dr = one("DestinationRule", "destination-rule.yaml");
+    let mut dr_subsets = BTreeSet::new();
+    for s in dr["spec"]["subsets"].as_array().unwrap() {
+        let name = s["name"].as_str().unwrap().to_owned();
+        assert_eq!(
+            s["labels"],
+            json!({"version": name}),
+            "subset {name} selects version={name}"
+        );
+        dr_subsets.insert(name);
+    }
+    assert_eq!(
+        plugin, dr_subsets,
+        "pluginConfig subsets = DestinationRule subsets"
+    );
+
+    let vs = one("VirtualService", "virtual-service.yaml");
+    let mut routed = BTreeSet::new();
+    for route in vs["spec"]["http"].as_array().unwrap() {
+        for dest in route["route"].as_array().unwrap() {
+            routed.insert(dest["destination"]["subset"].as_str().unwrap().to_owned());
+            assert_eq!(
+                dest["destination"]["host"], dr["spec"]["host"],
+                "same host as the DR"
+            );
+        }
+    }
+    assert_eq!(
+        plugin, routed,
+        "pluginConfig subsets = VirtualService route subsets"
+    );
+
+    // Each subset has pods: a Deployment labelled app: api, version: <subset>,
+    // which the Service selects.
+    let service = one("Service", "service.yaml");
+    assert_eq!(service["spec"]["selector"], json!({"app": "api"}));
+    let svc_host = format!(
+        "{}.{}.svc.cluster.local",
+        service["metadata"]["name"].as_str().unwrap(),
+        service["metadata"]["namespace"].as_str().unwrap()
+    );
+    assert_eq!(dr["spec"]["host"], json!(svc_host));
+    let deployed: BTreeSet<String> = find("Deployment", "deployments.yaml")
+        .into_iter()
+        .map(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(labels["app"], "api");
+            labels["version"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(plugin, deployed, "a Deployment per subset");
+}
+
+#[test]
+fn virtual_service_routes_on_the_plugin_header_then_defaults_to_stable() {
+    let config = &plugins()[0].1["spec"]["pluginConfig"];
+    let header = config["header"].as_str().unwrap_or("x-canary-subset");
+    let vs = one("VirtualService", "virtual-service.yaml");
+    let routes = vs["spec"]["http"].as_array().unwrap();
+    let (last, matched) = routes.split_last().unwrap();
+    let mut seen = BTreeSet::new();
+    for route in matched {
+        let matches = route["match"].as_array().unwrap();
+        assert_eq!(matches.len(), 1, "{route}");
+        let headers = matches[0]["headers"].as_object().unwrap();
+        assert_eq!(headers.len(), 1, "{route}");
+        let value = headers[header]["exact"]
+            .as_str()
+            .unwrap_or_else(|| panic!("route does not match {header} exactly: {route}"));
+        let dests = route["route"].as_array().unwrap();
+        assert_eq!(dests.len(), 1, "no weights: {route}");
+        assert_eq!(
+            dests[0]["destination"]["subset"], value,
+            "{header}: {value} -> subset {value}"
+        );
+        seen.insert(value.to_owned());
+    }
+    assert_eq!(
+        seen,
+        plugin_subsets().into_iter().collect(),
+        "one route per subset"
+    );
+    assert!(
+        last.get("match").is_none(),
+        "the last route matches everything: {last}"
+    );
+    let dests = last["route"].as_array().unwrap();
+    assert_eq!(dests.len(), 1);
+    assert_eq!(
+        dests[0]["destination"]["subset"],
+        json!(plugin_default_subset()),
+        "a request without the header goes to the stable subset"
+    );
+    assert_eq!(plugin_default_subset(), "v1");
+    // Bound where the plugins run: the gateway and the client sidecars.
+    let gateways = strings(&vs["spec"]["gateways"]);
+    let gw = one("Gateway", "gateway.yaml");
+    assert!(gateways.contains(&gw["metadata"]["name"].as_str().unwrap().to_owned()));
+    assert!(gateways.iter().any(|g| g == "mesh"));
+    assert_eq!(gw["spec"]["selector"], json!({"istio": "ingressgateway"}));
+}
+
+#[test]
+fn jwt_verification_matches_the_demo_and_guards_the_staff_paths() {
+    let ra = one("RequestAuthentication", "request-authentication.yaml");
+    assert_eq!(
+        ra["spec"]["selector"]["matchLabels"],
+        json!({"istio": "ingressgateway"})
+    );
+    let rule = &ra["spec"]["jwtRules"][0];
+    assert_eq!(rule["issuer"], "canary-router-demo");
+    let envoy = std::fs::read_to_string(root().join("envoy/envoy.yaml")).unwrap();
+    assert!(
+        envoy.contains("issuer: canary-router-demo"),
+        "same issuer as envoy/envoy.yaml"
+    );
+    let inline: Value = serde_json::from_str(rule["jwks"].as_str().unwrap()).unwrap();
+    let demo: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("envoy/jwks.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        inline["keys"], demo["keys"],
+        "inline jwks = envoy/jwks.json keys"
+    );
+
+    let ap = one("AuthorizationPolicy", "authorization-policy.yaml");
+    assert_eq!(
+        ap["spec"]["selector"], ra["spec"]["selector"],
+        "where tokens are verified"
+    );
+    assert_eq!(ap["spec"]["action"], "DENY");
+    let rules = ap["spec"]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| {
+        r["from"][0]["source"]["notRequestPrincipals"] == json!(["*"])
+            && strings(&r["to"][0]["operation"]["paths"])
+                .iter()
+                .any(|p| p == "/staff/*")
+    }));
+}
+
+#[test]
+fn wasmcustom_stats_are_kept_for_prometheus() {
+    let op = one("IstioOperator", "mesh-stats.yaml");
+    let prefixes = strings(
+        &op["spec"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]["inclusionPrefixes"],
+    );
+    assert!(prefixes.iter().any(|p| p == "wasmcustom"), "{prefixes:?}");
+    for d in find("Deployment", "deployments.yaml") {
+        let annotation = d["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+            .as_str()
+            .unwrap();
+        assert!(annotation.contains("proxyStatsMatcher") && annotation.contains("- wasmcustom"));
+    }
+    let queries = std::fs::read_to_string(root().join("istio/prometheus-queries.md")).unwrap();
+    for name in [
+        "canary_requests",
+        "canary_responses",
+        "canary_subset_v2_responses_5xx",
+    ] {
+        assert!(queries.contains(name), "prometheus-queries.md shows {name}");
+    }
+}
