@@ -23,12 +23,23 @@ pub struct BucketRange {
 pub struct Split {
     ranges: Vec<BucketRange>,
     seed_hash: u64,
+    /// The ramp step these weights come from (0-based), if a ramp is in force.
+    step: Option<usize>,
 }
 
 impl Split {
     /// `weights_bp` are basis points (1 bp = 0.01 %) that the caller has checked sum
     /// to `BUCKETS`.
     pub fn new(weights_bp: &[u16], seed: &str) -> Split {
+        Split::with_seed_hash(weights_bp, seed_hash(seed), None)
+    }
+
+    /// Other weights under the same seed (a ramp step).
+    pub fn reweighted(&self, weights_bp: &[u16], step: Option<usize>) -> Split {
+        Split::with_seed_hash(weights_bp, self.seed_hash, step)
+    }
+
+    fn with_seed_hash(weights_bp: &[u16], seed_hash: u64, step: Option<usize>) -> Split {
         let mut start = 0u16;
         let ranges = weights_bp
             .iter()
@@ -42,8 +53,18 @@ impl Split {
             .collect();
         Split {
             ranges,
-            seed_hash: seed_hash(seed),
+            seed_hash,
+            step,
         }
+    }
+
+    pub fn step(&self) -> Option<usize> {
+        self.step
+    }
+
+    /// Weights in basis points, in subset order.
+    pub fn weights_bp(&self) -> Vec<u16> {
+        self.ranges.iter().map(|r| r.end - r.start).collect()
     }
 
     pub fn ranges(&self) -> &[BucketRange] {

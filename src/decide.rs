@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bucket::random_bucket;
+use crate::bucket::{random_bucket, Split};
 use crate::claims::Claim;
 use crate::pin::{self, PinId};
 use crate::request::{LookupError, RequestView};
@@ -21,15 +21,15 @@ pub trait Entropy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// A rule matched.
-    Rule,
+    Rule = 0,
     /// A sticky key was hashed against the weights.
-    Hash,
+    Hash = 1,
     /// No sticky key, but a pin cookie: the pin was hashed.
-    Pin,
+    Pin = 2,
     /// No sticky key and no pin: a random draw by weight (or a new pin's hash).
-    Random,
+    Random = 3,
     /// The decision could not be made (a host read failed): `default_subset`.
-    Fallback,
+    Fallback = 4,
 }
 
 impl Reason {
@@ -53,13 +53,7 @@ impl Reason {
 
     /// Position in [`Reason::ALL`] (the layout of the metric tables).
     pub fn index(self) -> usize {
-        match self {
-            Reason::Rule => 0,
-            Reason::Hash => 1,
-            Reason::Pin => 2,
-            Reason::Random => 3,
-            Reason::Fallback => 4,
-        }
+        self as usize
     }
 }
 
@@ -77,6 +71,8 @@ pub struct Decision {
     pub bucket: Option<u16>,
     /// A pin id issued with this decision, to be set as a cookie on the response.
     pub new_pin: Option<PinId>,
+    /// The ramp step in force (0-based), when a ramp is configured and started.
+    pub step: Option<usize>,
 }
 
 impl Decision {
@@ -88,6 +84,7 @@ impl Decision {
             key: None,
             bucket: None,
             new_pin: None,
+            step: None,
         }
     }
 
@@ -113,6 +110,9 @@ impl Decision {
         if let Some(bucket) = self.bucket {
             let _ = write!(out, "; bucket={bucket}");
         }
+        if let Some(step) = self.step {
+            let _ = write!(out, "; step={}", step + 1);
+        }
         // Shadow mode computes a new pin like enforce mode would, but never sets it.
         if self.new_pin.is_some() && router.mode == Mode::Enforce {
             out.push_str("; pin=new");
@@ -128,6 +128,16 @@ impl Decision {
 /// bucket, else the pin cookie's bucket, else a random bucket (a new pin's, when
 /// pins are on). Any read error yields `default_subset` with reason `Fallback`.
 pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl Entropy) -> Decision {
+    decide_with(router, &router.split, request, entropy)
+}
+
+/// [`decide`] with the split in force now (a ramp step), not the configured one.
+pub fn decide_with(
+    router: &Router,
+    split: &Split,
+    request: &impl RequestView,
+    entropy: &mut impl Entropy,
+) -> Decision {
     let rule = match router.rules.first_match(request) {
         Ok(rule) => rule,
         Err(_) => return Decision::fallback(router),
@@ -141,18 +151,19 @@ pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl En
                 key: None,
                 bucket: None,
                 new_pin: None,
+                step: split.step(),
             },
             None => Decision::fallback(router),
         };
     }
 
-    let key = match first_key(router, request) {
+    let key = match first_key(router, split, request) {
         Ok(key) => key,
         Err(_) => return Decision::fallback(router),
     };
     let (bucket, reason, key, new_pin) = match key {
         Some((index, bucket)) => (bucket, Reason::Hash, Some(index), None),
-        None => match pinned(router, request, entropy) {
+        None => match pinned(router, split, request, entropy) {
             Ok(Some(pinned)) => pinned,
             Ok(None) => (
                 random_bucket(entropy.next_u64()),
@@ -163,7 +174,7 @@ pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl En
             Err(_) => return Decision::fallback(router),
         },
     };
-    match router.split.subset_of(bucket) {
+    match split.subset_of(bucket) {
         Some(subset) => Decision {
             subset,
             reason,
@@ -171,6 +182,7 @@ pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl En
             key,
             bucket: Some(bucket),
             new_pin,
+            step: split.step(),
         },
         None => Decision::fallback(router),
     }
@@ -181,6 +193,7 @@ type Pinned = (u16, Reason, Option<usize>, Option<PinId>);
 /// With pins on: the pin cookie's bucket, or a new pin's. `None` when pins are off.
 fn pinned(
     router: &Router,
+    split: &Split,
     request: &impl RequestView,
     entropy: &mut impl Entropy,
 ) -> Result<Option<Pinned>, LookupError> {
@@ -189,12 +202,12 @@ fn pinned(
     };
     if let Some(value) = request.cookie(pin.slot)? {
         if pin::is_well_formed(value) {
-            return Ok(Some((router.split.bucket(value), Reason::Pin, None, None)));
+            return Ok(Some((split.bucket(value), Reason::Pin, None, None)));
         }
     }
     let id = PinId::from_random(entropy.pin_bits());
     Ok(Some((
-        router.split.bucket(id.as_bytes()),
+        split.bucket(id.as_bytes()),
         Reason::Random,
         None,
         Some(id),
@@ -204,6 +217,7 @@ fn pinned(
 /// The first present, non-empty sticky key: its index and bucket.
 fn first_key(
     router: &Router,
+    split: &Split,
     request: &impl RequestView,
 ) -> Result<Option<(usize, u16)>, LookupError> {
     for (index, key) in router.sticky_keys.iter().enumerate() {
@@ -212,9 +226,7 @@ fn first_key(
             Source::Cookie(slot) => request.cookie(slot)?,
             Source::Claim(slot) => request.claim(slot)?.and_then(Claim::as_key),
         };
-        let bucket = value
-            .filter(|v| !v.is_empty())
-            .map(|v| router.split.bucket(v));
+        let bucket = value.filter(|v| !v.is_empty()).map(|v| split.bucket(v));
         if let Some(bucket) = bucket {
             return Ok(Some((index, bucket)));
         }

@@ -587,3 +587,41 @@ fn shadow_mode_decides_the_same_and_says_so() {
         );
     }
 }
+
+#[test]
+fn a_ramp_step_shows_in_the_decision_header() {
+    let r = router(
+        r#"{"subsets":[{"name":"v1","weight":100},{"name":"v2","weight":0}],
+            "sticky":{"keys":[{"header":"x-user-id"}],"seed":"ramp"},
+            "ramp":{"subset":"v2","start":"2026-12-01T10:00:00Z",
+                    "steps":[{"weight":10,"hold":"5m"},{"weight":100}]}}"#,
+    );
+    let start = crate::ramp::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+    let before = r.split_at(start - 1);
+    let first = r.split_at(start + 1);
+    let last = r.split_at(start + 300_000);
+    assert_eq!(
+        (before.weights_bp(), before.step()),
+        (vec![10_000, 0], None)
+    );
+    assert_eq!(
+        (first.weights_bp(), first.step()),
+        (vec![9_000, 1_000], Some(0))
+    );
+    assert_eq!((last.weights_bp(), last.step()), (vec![0, 10_000], Some(1)));
+    let req = Fake::new().header("x-user-id", "alice");
+    let request = Request::new(&r.slots, &r.jwt, JsonClaims(None), Ok(req.headers.clone()));
+    let d = super::decide_with(&r, &first, &request, &mut NoRandom);
+    assert!(d.describe(&r).ends_with("; step=1"), "{}", d.describe(&r));
+    let d = super::decide_with(&r, &last, &request, &mut NoRandom);
+    assert_eq!(
+        d.describe(&r),
+        format!(
+            "subset=v2; reason=hash; key=header:x-user-id; bucket={}; step=2",
+            d.bucket.unwrap()
+        )
+    );
+    let d = super::decide_with(&r, &before, &request, &mut NoRandom);
+    assert_eq!(d.subset, 0);
+    assert!(!d.describe(&r).contains("step="));
+}

@@ -15,6 +15,7 @@ pub mod decide;
 pub mod hash;
 pub mod metrics;
 pub mod pin;
+pub mod ramp;
 pub mod request;
 pub mod rng;
 pub mod router;

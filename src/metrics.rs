@@ -5,6 +5,7 @@
 //! - `<prefix>.shadow.subset.<subset>.reason.<reason>.requests` (shadow mode)
 //! - `<prefix>.rule.<rule>.matches`
 //! - `<prefix>.subset.<subset>.responses.<class>`
+//! - `<prefix>.subset.<subset>.weight_bp` (gauge, with a ramp): the weight in force
 //! - `<prefix>.wasm_memory_bytes` (gauge): the reporting VM's linear memory, for
 //!   soak tests and leak alerts
 
@@ -13,10 +14,11 @@ use crate::decide::Reason;
 /// A response status class, as counted per subset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseClass {
-    Success,
-    Redirect,
-    ClientError,
-    ServerError,
+    // Discriminants are positions in `ALL` (the layout of the metric tables).
+    Success = 0,
+    Redirect = 1,
+    ClientError = 2,
+    ServerError = 3,
 }
 
 impl ResponseClass {
@@ -62,6 +64,8 @@ pub struct MetricNames {
     pub responses: Vec<Vec<String>>,
     /// Gauge: the VM's linear memory in bytes.
     pub wasm_memory: String,
+    /// Gauges `[subset]`: the weight in force, in basis points (ramp only).
+    pub weight_bp: Vec<String>,
 }
 
 impl MetricNames {
@@ -79,6 +83,10 @@ impl MetricNames {
         };
         MetricNames {
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
+            weight_bp: subsets
+                .iter()
+                .map(|s| format!("{prefix}.subset.{s}.weight_bp"))
+                .collect(),
             requests: requests(&format!("{prefix}.")),
             shadow_requests: requests(&format!("{prefix}.shadow.")),
             rule_matches: rules
@@ -123,6 +131,7 @@ mod tests {
         );
         assert_eq!(names.rule_matches, ["canary.rule.qa.matches"]);
         assert_eq!(names.wasm_memory, "canary.wasm_memory_bytes");
+        assert_eq!(names.weight_bp[1], "canary.subset.v2.weight_bp");
         assert_eq!(names.responses[1][3], "canary.subset.v2.responses.5xx");
         assert_eq!(names.requests[0].len(), Reason::ALL.len());
     }

@@ -3,6 +3,7 @@
 use crate::bucket::Split;
 use crate::metrics::MetricNames;
 use crate::pin::PinCookie;
+use crate::ramp::Ramp;
 use crate::request::JwtSource;
 use crate::rules::{RuleSet, Source};
 use crate::slots::Slots;
@@ -31,6 +32,8 @@ pub struct Router {
     /// Response header that explains the decision (`decision_header`).
     pub decision_header: Option<String>,
     pub mode: Mode,
+    /// The in-proxy ramp of one subset's weight (`ramp`).
+    pub ramp: Option<Ramp>,
 }
 
 /// `enforce` routes; `shadow` only decides and counts.
@@ -50,6 +53,18 @@ pub struct StickyKey {
 }
 
 impl Router {
+    /// The split in force at `now_ms` (Unix milliseconds): the configured one,
+    /// or the ramp's step.
+    pub fn split_at(&self, now_ms: i64) -> Split {
+        match &self.ramp {
+            None => self.split.clone(),
+            Some(ramp) => {
+                let (weights, step) = ramp.weights_at(&self.weights_bp, now_ms);
+                self.split.reweighted(&weights, step)
+            }
+        }
+    }
+
     pub fn subset_name(&self, subset: usize) -> &str {
         self.subsets.get(subset).map_or("", String::as_str)
     }

@@ -6,7 +6,7 @@
 
 use crate::claims::Claim;
 use crate::request::{LookupError, RequestView};
-use crate::slots::FastSet;
+use crate::slots::ByteSet;
 
 /// What a rule or sticky key reads: a slot numbered at configure time (names in
 /// [`crate::slots::Slots`]).
@@ -27,7 +27,7 @@ pub enum Operator {
     Prefix(Box<[u8]>),
     /// Matches when the source's presence equals the flag.
     Present(bool),
-    In(FastSet<Box<[u8]>>),
+    In(ByteSet),
     /// A list claim holding the value, or a token of a space- (or comma-)
     /// separated value such as a `scope` claim.
     Contains(Box<[u8]>),

@@ -52,11 +52,41 @@ pub type FastBuild = BuildHasherDefault<FastHasher>;
 pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
 pub type FastSet<K> = HashSet<K, FastBuild>;
 
+/// A set of byte strings, as a `FastMap` (see `Slots`: one map type in the .wasm).
+#[derive(Debug, Clone, Default)]
+pub struct ByteSet(FastMap<Box<[u8]>, usize>);
+
+impl ByteSet {
+    pub fn contains(&self, value: &[u8]) -> bool {
+        self.0.contains_key(value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Box<[u8]>> {
+        self.0.keys()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Box<[u8]>> for ByteSet {
+    fn from_iter<I: IntoIterator<Item = Box<[u8]>>>(items: I) -> Self {
+        ByteSet(items.into_iter().map(|k| (k, 0)).collect())
+    }
+}
+
 /// Header, cookie and claim slots of one configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Slots {
     headers: Vec<String>,
-    header_index: FastMap<String, usize>,
+    // Every table of the crate is a `FastMap<Box<[u8]>, usize>`: one hash map
+    // instance in the .wasm instead of one per key and value type.
+    header_index: FastMap<Box<[u8]>, usize>,
     cookies: Vec<String>,
     cookie_index: FastMap<Box<[u8]>, usize>,
     claims: Vec<Vec<String>>,
@@ -65,12 +95,12 @@ pub struct Slots {
 impl Slots {
     /// The slot of a (lowercase) header name, added when new.
     pub fn intern_header(&mut self, name: &str) -> usize {
-        if let Some(&slot) = self.header_index.get(name) {
+        if let Some(&slot) = self.header_index.get(name.as_bytes()) {
             return slot;
         }
         let slot = self.headers.len();
         self.headers.push(name.to_owned());
-        self.header_index.insert(name.to_owned(), slot);
+        self.header_index.insert(name.as_bytes().into(), slot);
         slot
     }
 
@@ -101,7 +131,7 @@ impl Slots {
         if self.headers.len() <= Self::LINEAR_UP_TO {
             return self.headers.iter().position(|h| h.as_str() == name);
         }
-        self.header_index.get(name).copied()
+        self.header_index.get(name.as_bytes()).copied()
     }
 
     #[inline]

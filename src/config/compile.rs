@@ -9,6 +9,7 @@ use super::{ConfigError, Loaded};
 use crate::bucket::{Split, BUCKETS};
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
+use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::router::{Mode, Router, StickyKey};
 use crate::rules::{Operator, Rule, RuleSet, Source};
@@ -35,6 +36,7 @@ const TOP_FIELDS: &[&str] = &[
     "rules",
     "decision_header",
     "mode",
+    "ramp",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -142,6 +144,11 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         );
     }
 
+    let ramp = top
+        .object("ramp", &["subset", "start", "steps"])?
+        .map(|r| compile_ramp(&r, &subsets))
+        .transpose()?;
+
     let rule_name_list: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let router = Router {
         split: Split::new(&weights_bp, &seed),
@@ -158,6 +165,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         pin,
         decision_header,
         mode,
+        ramp,
     };
     Ok(Loaded { router, warnings })
 }
@@ -358,6 +366,78 @@ fn sticky_key(key: &Value, path: &str, slots: &mut Slots) -> Result<StickyKey> {
     Ok(StickyKey {
         label: format!("{kind}:{name}"),
         source,
+    })
+}
+
+fn compile_ramp(ramp: &Object, subsets: &[String]) -> Result<Ramp> {
+    let subset = subset_index(
+        subsets,
+        ramp.required_string("subset")?,
+        &ramp.path("subset"),
+    )?;
+    if subset + 1 != subsets.len() || subsets.len() < 2 {
+        return Err(ConfigError::new(
+            ramp.path("subset"),
+            "must be the last of at least two listed subsets, so that raising its weight only moves users into it",
+        ));
+    }
+    let start_text = ramp.required_string("start")?;
+    let start_ms = parse_rfc3339(start_text).ok_or_else(|| {
+        ConfigError::new(
+            ramp.path("start"),
+            format!("{start_text:?} is not an RFC 3339 time like \"2026-12-01T10:00:00Z\""),
+        )
+    })?;
+    let list = match ramp.required("steps")? {
+        Value::Array(_) => ramp.list("steps")?,
+        _ => {
+            return Err(ConfigError::new(
+                ramp.path("steps"),
+                "want a list of {\"weight\", \"hold\"}",
+            ))
+        }
+    };
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            ramp.path("steps"),
+            "want at least one step",
+        ));
+    }
+    let last = list.len() - 1;
+    let mut steps: Vec<RampStep> = Vec::with_capacity(list.len());
+    for (i, (path, step)) in list.iter().enumerate() {
+        let step = Object::new(step, path.clone(), &["weight", "hold"])?;
+        let weight_bp = weight_bp(step.number("weight")?, &step.path("weight"))?;
+        if let Some(previous) = steps.last() {
+            if weight_bp < previous.weight_bp {
+                return Err(ConfigError::new(
+                    step.path("weight"),
+                    "steps must not decrease (a ramp only moves users into the canary)",
+                ));
+            }
+        }
+        let hold_ms = match (step.string("hold")?, i == last) {
+            (None, true) => None,
+            (Some(_), true) => {
+                return Err(ConfigError::new(
+                    step.path("hold"),
+                    "the last step holds forever; remove \"hold\"",
+                ))
+            }
+            (None, false) => return Err(ConfigError::new(path.clone(), "missing field `hold`")),
+            (Some(text), false) => Some(parse_hold(text).filter(|h| *h > 0).ok_or_else(|| {
+                ConfigError::new(
+                    step.path("hold"),
+                    format!("{text:?} is not a duration like \"30s\", \"5m\" or \"2h\""),
+                )
+            })?),
+        };
+        steps.push(RampStep { weight_bp, hold_ms });
+    }
+    Ok(Ramp {
+        subset,
+        start_ms,
+        steps,
     })
 }
 

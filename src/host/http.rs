@@ -12,7 +12,7 @@ use super::metrics::increment;
 use super::Active;
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
-use crate::decide::{decide, Decision, Entropy};
+use crate::decide::{decide_with, Decision, Entropy};
 use crate::metrics::ResponseClass;
 use crate::request::{ClaimSource, HeaderList, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
@@ -87,7 +87,12 @@ impl HttpContext for CanaryHttp {
         };
         let router = &active.router;
         let request = Request::new(&router.slots, &router.jwt, HostClaims, request_headers());
-        let decision = decide(router, &request, &mut HostEntropy(&self.rng));
+        let decision = decide_with(
+            router,
+            &active.split.borrow(),
+            &request,
+            &mut HostEntropy(&self.rng),
+        );
 
         match router.mode {
             Mode::Enforce => {

@@ -14,6 +14,8 @@ pub(crate) struct MetricIds {
     rule_matches: Vec<u32>,
     responses: Vec<Vec<u32>>,
     wasm_memory: u32,
+    /// Defined only when a ramp is configured.
+    weight_bp: Vec<u32>,
 }
 
 pub(crate) struct DefineError {
@@ -43,7 +45,7 @@ fn counters(names: &[String]) -> Result<Vec<u32>, DefineError> {
 }
 
 impl MetricIds {
-    pub fn define(names: &MetricNames) -> Result<MetricIds, DefineError> {
+    pub fn define(names: &MetricNames, ramp: bool) -> Result<MetricIds, DefineError> {
         Ok(MetricIds {
             requests: names
                 .requests
@@ -62,6 +64,22 @@ impl MetricIds {
                     status,
                 },
             )?,
+            weight_bp: if ramp {
+                names
+                    .weight_bp
+                    .iter()
+                    .map(|n| {
+                        hostcalls::define_metric(MetricType::Gauge, n).map_err(|status| {
+                            DefineError {
+                                name: n.clone(),
+                                status,
+                            }
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
             responses: names
                 .responses
                 .iter()
@@ -81,6 +99,13 @@ impl MetricIds {
             .copied()
     }
 
+    /// Report the weights in force (a ramp's step).
+    pub fn record_weights(&self, weights_bp: &[u16]) {
+        for (id, w) in self.weight_bp.iter().zip(weights_bp) {
+            let _ = hostcalls::record_metric(*id, u64::from(*w));
+        }
+    }
+
     /// Report this VM's linear memory (pages of 64 KiB).
     pub fn record_wasm_memory(&self) {
         let bytes = core::arch::wasm32::memory_size(0) as u64 * 65_536;
@@ -92,8 +117,7 @@ impl MetricIds {
     }
 
     pub fn response(&self, subset: usize, class: ResponseClass) -> Option<u32> {
-        let index = ResponseClass::ALL.iter().position(|c| *c == class)?;
-        self.responses.get(subset)?.get(index).copied()
+        self.responses.get(subset)?.get(class as usize).copied()
     }
 }
 

@@ -24,6 +24,32 @@ use self::metrics::MetricIds;
 pub(crate) struct Active {
     pub router: crate::router::Router,
     pub metrics: MetricIds,
+    /// The split in force: the configured one, or the ramp's current step,
+    /// recomputed on the root context's tick (off the request path).
+    pub split: RefCell<crate::bucket::Split>,
+}
+
+/// The host's clock in Unix milliseconds (0 if the host cannot tell).
+fn now_ms() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Active {
+    /// Move to the ramp step in force now; report the weights when they change.
+    fn refresh_split(&self) {
+        if self.router.ramp.is_none() {
+            return;
+        }
+        let now = self.router.split_at(now_ms());
+        let changed = self.split.borrow().weights_bp() != now.weights_bp();
+        if changed {
+            self.metrics.record_weights(&now.weights_bp());
+        }
+        *self.split.borrow_mut() = now;
+    }
 }
 
 proxy_wasm::main! {{
@@ -81,7 +107,8 @@ impl RootContext for CanaryRoot {
                 return false;
             }
         };
-        let metrics = match MetricIds::define(&loaded.router.metrics) {
+        let metrics = match MetricIds::define(&loaded.router.metrics, loaded.router.ramp.is_some())
+        {
             Ok(ids) => ids,
             Err(e) => {
                 error!("canary-router: {e}");
@@ -112,14 +139,23 @@ impl RootContext for CanaryRoot {
             router.header,
         );
         metrics.record_wasm_memory();
-        self.active = Some(Rc::new(Active { router, metrics }));
-        // The memory gauge is refreshed on a timer, off the request path.
-        let _ = hostcalls::set_tick_period(std::time::Duration::from_secs(5));
+        let split = router.split_at(now_ms());
+        metrics.record_weights(&split.weights_bp());
+        // A ramp's step is re-read from the clock every 250 ms; without one, the
+        // timer only refreshes the memory gauge.
+        let tick = if router.ramp.is_some() { 250 } else { 5_000 };
+        self.active = Some(Rc::new(Active {
+            router,
+            metrics,
+            split: RefCell::new(split),
+        }));
+        let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(tick));
         true
     }
 
     fn on_tick(&mut self) {
         if let Some(active) = &self.active {
+            active.refresh_split();
             active.metrics.record_wasm_memory();
         }
     }

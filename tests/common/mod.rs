@@ -673,14 +673,18 @@ impl Envoy {
     }
 
     /// The filter's counters only (names under `wasmcustom.`), missing ones absent.
-    /// The filter's counters (its one gauge, the VM memory, moves on its own
-    /// timer and is left out: see [`Envoy::wasm_memory_gauge`]).
+    /// The filter's counters (its gauges, the VM memory and a ramp's weights,
+    /// move on their own timer and are left out: see [`Envoy::wasm_memory_gauge`]).
     pub fn wasm_stats(&self) -> BTreeMap<String, u64> {
         let r = self.admin_get("/stats?filter=%5Ewasmcustom%5C.");
         assert_eq!(r.status, 200);
         parse_stats(&r.body_str())
             .into_iter()
-            .filter(|(k, _)| k.starts_with("wasmcustom.") && !k.ends_with(".wasm_memory_bytes"))
+            .filter(|(k, _)| {
+                k.starts_with("wasmcustom.")
+                    && !k.ends_with(".wasm_memory_bytes")
+                    && !k.ends_with(".weight_bp")
+            })
             .collect()
     }
 

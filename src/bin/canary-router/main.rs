@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use canary_router::claims::base64url_encode;
 use canary_router::config::{self, Loaded};
-use canary_router::decide::{decide, Reason};
+use canary_router::decide::{decide_with, Reason};
 use canary_router::request::{JsonClaims, JwtSource, Request};
 use canary_router::rng::SplitMix64;
 use canary_router::router::{Mode, Router};
@@ -170,7 +170,12 @@ fn explain(
         Ok(header_list),
     );
     let mut entropy = SplitMix64::from_entropy().unwrap_or_else(|| SplitMix64::new(0x5eed));
-    let decision = decide(&router, &request, &mut entropy);
+    // The split in force now: a ramp's current step, as the proxy computes it.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let split = router.split_at(now_ms);
+    let decision = decide_with(&router, &split, &request, &mut entropy);
 
     let subset = router.subset_name(decision.subset);
     let rule = decision.rule.and_then(|i| router.rules.rules().get(i));
@@ -212,8 +217,7 @@ fn explain(
         println!("key:      {}", key.label);
     }
     if let Some(bucket) = decision.bucket {
-        let owner = router
-            .split
+        let owner = split
             .ranges()
             .iter()
             .find(|r| r.start <= bucket && bucket < r.end)
