@@ -73,6 +73,8 @@ pub struct Decision {
     pub new_pin: Option<PinId>,
     /// The ramp step in force (0-based), when a ramp is configured and started.
     pub step: Option<usize>,
+    /// A tripped brake sent this request from its subset to the default one.
+    pub braked: bool,
 }
 
 impl Decision {
@@ -85,6 +87,16 @@ impl Decision {
             bucket: None,
             new_pin: None,
             step: None,
+            braked: false,
+        }
+    }
+
+    /// Apply a tripped brake on `subset`: requests that chose it go to the
+    /// default subset instead (rule matches too, unless `stop_rules` is false).
+    pub fn brake(&mut self, router: &Router, subset: usize, stop_rules: bool) {
+        if self.subset == subset && (stop_rules || self.reason != Reason::Rule) {
+            self.subset = router.default_subset;
+            self.braked = true;
         }
     }
 
@@ -112,6 +124,9 @@ impl Decision {
         }
         if let Some(step) = self.step {
             let _ = write!(out, "; step={}", step + 1);
+        }
+        if self.braked {
+            out.push_str("; brake=tripped");
         }
         // Shadow mode computes a new pin like enforce mode would, but never sets it.
         if self.new_pin.is_some() && router.mode == Mode::Enforce {
@@ -152,6 +167,7 @@ pub fn decide_with(
                 bucket: None,
                 new_pin: None,
                 step: split.step(),
+                braked: false,
             },
             None => Decision::fallback(router),
         };
@@ -183,6 +199,7 @@ pub fn decide_with(
             bucket: Some(bucket),
             new_pin,
             step: split.step(),
+            braked: false,
         },
         None => Decision::fallback(router),
     }

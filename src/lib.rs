@@ -7,6 +7,7 @@
 //! [`decide::Decision`]; the host adapter (`host`, wasm32 only, the one module that
 //! talks to `proxy_wasm`) writes the routing header and counts it ([`metrics`]).
 
+pub mod brake;
 pub mod bucket;
 pub mod claims;
 pub mod config;

@@ -66,6 +66,18 @@ pub struct MetricNames {
     pub wasm_memory: String,
     /// Gauges `[subset]`: the weight in force, in basis points (ramp only).
     pub weight_bp: Vec<String>,
+    /// The stats prefix itself.
+    pub prefix: String,
+}
+
+impl MetricNames {
+    /// Counter `<prefix>.brake.<subset>.trips` and gauge `<prefix>.brake.<subset>.tripped`.
+    pub fn brake(&self, subset: &str) -> (String, String) {
+        (
+            format!("{}.brake.{subset}.trips", self.prefix),
+            format!("{}.brake.{subset}.tripped", self.prefix),
+        )
+    }
 }
 
 impl MetricNames {
@@ -82,6 +94,7 @@ impl MetricNames {
                 .collect()
         };
         MetricNames {
+            prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
             weight_bp: subsets
                 .iter()

@@ -1,5 +1,6 @@
 //! The compiled configuration: everything the request path reads, prepared once.
 
+use crate::brake::Brake;
 use crate::bucket::Split;
 use crate::metrics::MetricNames;
 use crate::pin::PinCookie;
@@ -34,6 +35,8 @@ pub struct Router {
     pub mode: Mode,
     /// The in-proxy ramp of one subset's weight (`ramp`).
     pub ramp: Option<Ramp>,
+    /// The local brake on one subset (`brake`).
+    pub brake: Option<Brake>,
 }
 
 /// `enforce` routes; `shadow` only decides and counts.
@@ -56,13 +59,45 @@ impl Router {
     /// The split in force at `now_ms` (Unix milliseconds): the configured one,
     /// or the ramp's step.
     pub fn split_at(&self, now_ms: i64) -> Split {
+        self.split_at_restarted(now_ms, 0)
+    }
+
+    /// [`Router::split_at`] for a ramp that restarted from its first step at
+    /// `restarted_at_ms` (a brake's cooldown ended then; 0: never).
+    pub fn split_at_restarted(&self, now_ms: i64, restarted_at_ms: i64) -> Split {
         match &self.ramp {
             None => self.split.clone(),
+            Some(ramp) if restarted_at_ms > ramp.start_ms => {
+                let restarted = Ramp {
+                    start_ms: restarted_at_ms,
+                    ..ramp.clone()
+                };
+                let (weights, step) = restarted.weights_at(&self.weights_bp, now_ms);
+                self.split.reweighted(&weights, step)
+            }
             Some(ramp) => {
                 let (weights, step) = ramp.weights_at(&self.weights_bp, now_ms);
                 self.split.reweighted(&weights, step)
             }
         }
+    }
+
+    /// The shared-data key of the brake's window: a new seed, new weights or a
+    /// new `brake.reset` token start a fresh, untripped window.
+    pub fn brake_key(&self) -> Option<String> {
+        let brake = self.brake.as_ref()?;
+        let mut fingerprint = self.seed.clone().into_bytes();
+        for w in &self.weights_bp {
+            fingerprint.extend(w.to_le_bytes());
+        }
+        fingerprint.push(0);
+        fingerprint.extend(brake.reset.as_bytes());
+        Some(format!(
+            "canary-router/brake/{}/{}/{:016x}",
+            self.metrics.prefix,
+            self.subset_name(brake.subset),
+            crate::hash::xxh64(&fingerprint, 0)
+        ))
     }
 
     pub fn subset_name(&self, subset: usize) -> &str {

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::reader::Object;
 use super::{ConfigError, Loaded};
+use crate::brake::Brake;
 use crate::bucket::{Split, BUCKETS};
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
@@ -37,6 +38,7 @@ const TOP_FIELDS: &[&str] = &[
     "decision_header",
     "mode",
     "ramp",
+    "brake",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -149,6 +151,23 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .map(|r| compile_ramp(&r, &subsets))
         .transpose()?;
 
+    let brake = top
+        .object(
+            "brake",
+            &[
+                "subset",
+                "max_error_rate",
+                "max_p99_ms",
+                "window",
+                "min_requests",
+                "cooldown",
+                "stop_rules",
+                "reset",
+            ],
+        )?
+        .map(|b| compile_brake(&b, &subsets, default_subset))
+        .transpose()?;
+
     let rule_name_list: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
     let router = Router {
         split: Split::new(&weights_bp, &seed),
@@ -166,6 +185,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         decision_header,
         mode,
         ramp,
+        brake,
     };
     Ok(Loaded { router, warnings })
 }
@@ -438,6 +458,65 @@ fn compile_ramp(ramp: &Object, subsets: &[String]) -> Result<Ramp> {
         subset,
         start_ms,
         steps,
+    })
+}
+
+fn compile_brake(brake: &Object, subsets: &[String], default_subset: usize) -> Result<Brake> {
+    let subset = subset_index(
+        subsets,
+        brake.required_string("subset")?,
+        &brake.path("subset"),
+    )?;
+    if subset == default_subset {
+        return Err(ConfigError::new(
+            brake.path("subset"),
+            "must not be the default subset: a tripped brake sends its users there",
+        ));
+    }
+    if brake.get("max_error_rate").is_none() && brake.get("max_p99_ms").is_none() {
+        return Err(ConfigError::new(
+            brake.path("max_error_rate"),
+            "want max_error_rate, max_p99_ms or both",
+        ));
+    }
+    let max_error_rate = match brake.get("max_error_rate") {
+        None => 1.0,
+        Some(_) => {
+            let rate = brake.number("max_error_rate")?;
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ConfigError::new(
+                    brake.path("max_error_rate"),
+                    "want a fraction from 0 to 1 (0.01 is 1 %)",
+                ));
+            }
+            rate
+        }
+    };
+    let max_p99_ms = brake.unsigned("max_p99_ms")?;
+    let duration = |key: &str, default: &str| -> Result<i64> {
+        let text = brake.string(key)?.unwrap_or(default);
+        parse_hold(text).filter(|d| *d > 0).ok_or_else(|| {
+            ConfigError::new(
+                brake.path(key),
+                format!("{text:?} is not a duration like \"30s\", \"5m\" or \"2h\""),
+            )
+        })
+    };
+    let window_ms = duration("window", "30s")?;
+    let cooldown_ms = match brake.string("cooldown")? {
+        None | Some("never") => None,
+        Some(_) => Some(duration("cooldown", "never")?),
+    };
+    let min_requests = brake.unsigned("min_requests")?.unwrap_or(50).max(1);
+    Ok(Brake {
+        subset,
+        max_error_rate,
+        max_p99_ms,
+        window_ms,
+        min_requests,
+        cooldown_ms,
+        stop_rules: brake.boolean("stop_rules")?.unwrap_or(true),
+        reset: brake.string("reset")?.unwrap_or_default().to_owned(),
     })
 }
 

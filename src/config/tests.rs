@@ -225,6 +225,18 @@ fn one_line_errors_name_the_field() {
             "config: ramp.steps[0].hold: the last step holds forever"),
         (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"ramp":{"subset":"v2","start":"2026-12-01T10:00:00Z","steps":[{"weight":101}]}}"#,
             "config: ramp.steps[0].weight: 101 is not a percentage between 0 and 100"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v1","max_error_rate":0.01}}"#,
+            "config: brake.subset: must not be the default subset"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v2"}}"#,
+            "config: brake.max_error_rate: want max_error_rate, max_p99_ms or both"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v2","max_error_rate":5}}"#,
+            "config: brake.max_error_rate: want a fraction from 0 to 1"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v2","max_error_rate":0.01,"window":"30 s"}}"#,
+            "config: brake.window: \"30 s\" is not a duration"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v2","max_error_rate":0.01,"cooldown":"soon"}}"#,
+            "config: brake.cooldown: \"soon\" is not a duration"),
+        (r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"brake":{"subset":"v2","max_error_rate":0.01,"windw":"30s"}}"#,
+            "config: brake.windw: unknown field `windw`"),
     ];
     for (json, want) in cases {
         let got = err(json);
@@ -288,4 +300,33 @@ fn issue_3_fields_compile_with_defaults() {
         (plain.pin, plain.decision_header, plain.mode),
         (None, None, crate::router::Mode::Enforce)
     );
+}
+
+#[test]
+fn brake_defaults_and_reset_key() {
+    let r = load(
+        br#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"sticky":{"seed":"s"},
+             "brake":{"subset":"v2","max_p99_ms":500}}"#,
+    )
+    .unwrap()
+    .router;
+    let b = r.brake.clone().unwrap();
+    assert_eq!(
+        (b.window_ms, b.min_requests, b.cooldown_ms, b.stop_rules),
+        (30_000, 50, None, true)
+    );
+    assert_eq!((b.max_error_rate, b.max_p99_ms), (1.0, Some(500)));
+    let key = r.brake_key().unwrap();
+    assert!(key.starts_with("canary-router/brake/canary/v2/"), "{key}");
+    // A new seed, new weights or a reset token: another window.
+    for other in [
+        r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"sticky":{"seed":"t"},"brake":{"subset":"v2","max_p99_ms":500}}"#,
+        r#"{"subsets":[{"name":"v1","weight":80},{"name":"v2","weight":20}],"sticky":{"seed":"s"},"brake":{"subset":"v2","max_p99_ms":500}}"#,
+        r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"sticky":{"seed":"s"},"brake":{"subset":"v2","max_p99_ms":500,"reset":"1"}}"#,
+    ] {
+        assert_ne!(
+            load(other.as_bytes()).unwrap().router.brake_key().unwrap(),
+            key
+        );
+    }
 }

@@ -25,6 +25,9 @@ pub(crate) struct CanaryHttp {
     rng: Rc<RefCell<SplitMix64>>,
     /// This request's decision, for the response side (counters, pin, header).
     decision: Option<Decision>,
+    /// When the request reached the filter (only timed for a braked subset
+    /// with a latency limit).
+    started_ms: Option<i64>,
 }
 
 impl CanaryHttp {
@@ -33,6 +36,7 @@ impl CanaryHttp {
             active,
             rng,
             decision: None,
+            started_ms: None,
         }
     }
 }
@@ -87,12 +91,19 @@ impl HttpContext for CanaryHttp {
         };
         let router = &active.router;
         let request = Request::new(&router.slots, &router.jwt, HostClaims, request_headers());
-        let decision = decide_with(
+        let mut decision = decide_with(
             router,
             &active.split.borrow(),
             &request,
             &mut HostEntropy(&self.rng),
         );
+        if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
+            if state.tripped.get() {
+                decision.brake(router, brake.subset, brake.stop_rules);
+            } else if decision.subset == brake.subset && brake.max_p99_ms.is_some() {
+                self.started_ms = Some(super::now_ms());
+            }
+        }
 
         match router.mode {
             Mode::Enforce => {
@@ -147,6 +158,20 @@ impl HttpContext for CanaryHttp {
             if let Ok(Some(status)) = status {
                 if let Some(class) = ResponseClass::from_status(&status) {
                     increment(active.metrics.response(decision.subset, class));
+                    if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
+                        if decision.subset == brake.subset && !decision.braked {
+                            let now = super::now_ms();
+                            let latency =
+                                self.started_ms.map(|t| now.saturating_sub(t).max(0) as u64);
+                            state.record(
+                                brake,
+                                router.subset_name(brake.subset),
+                                now,
+                                class == ResponseClass::ServerError,
+                                latency,
+                            );
+                        }
+                    }
                 }
             }
             if let (Some(pin), Some(id)) = (&router.pin, &decision.new_pin) {

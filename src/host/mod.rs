@@ -3,6 +3,7 @@
 //! count the decision). Host calls go through `hostcalls` so that every failure is
 //! a `Result` we handle, never a panic inside an SDK convenience wrapper.
 
+mod brake;
 mod http;
 mod metrics;
 
@@ -27,10 +28,12 @@ pub(crate) struct Active {
     /// The split in force: the configured one, or the ramp's current step,
     /// recomputed on the root context's tick (off the request path).
     pub split: RefCell<crate::bucket::Split>,
+    /// The brake's shared window and this VM's view of it.
+    pub brake: Option<brake::BrakeState>,
 }
 
 /// The host's clock in Unix milliseconds (0 if the host cannot tell).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -40,10 +43,17 @@ fn now_ms() -> i64 {
 impl Active {
     /// Move to the ramp step in force now; report the weights when they change.
     fn refresh_split(&self) {
+        let restarted_at = match (&self.brake, &self.router.brake) {
+            (Some(state), Some(brake)) => {
+                state.refresh(brake, now_ms());
+                state.restarted_at_ms.get()
+            }
+            _ => 0,
+        };
         if self.router.ramp.is_none() {
             return;
         }
-        let now = self.router.split_at(now_ms());
+        let now = self.router.split_at_restarted(now_ms(), restarted_at);
         let changed = self.split.borrow().weights_bp() != now.weights_bp();
         if changed {
             self.metrics.record_weights(&now.weights_bp());
@@ -139,15 +149,31 @@ impl RootContext for CanaryRoot {
             router.header,
         );
         metrics.record_wasm_memory();
-        let split = router.split_at(now_ms());
+        let brake = match brake::BrakeState::new(&router) {
+            Ok(brake) => brake,
+            Err(e) => {
+                error!("canary-router: {e}");
+                return false;
+            }
+        };
+        if let (Some(state), Some(config)) = (&brake, &router.brake) {
+            state.refresh(config, now_ms());
+        }
+        let restarted_at = brake.as_ref().map_or(0, |b| b.restarted_at_ms.get());
+        let split = router.split_at_restarted(now_ms(), restarted_at);
         metrics.record_weights(&split.weights_bp());
         // A ramp's step is re-read from the clock every 250 ms; without one, the
         // timer only refreshes the memory gauge.
-        let tick = if router.ramp.is_some() { 250 } else { 5_000 };
+        let tick = if router.ramp.is_some() || router.brake.is_some() {
+            250
+        } else {
+            5_000
+        };
         self.active = Some(Rc::new(Active {
             router,
             metrics,
             split: RefCell::new(split),
+            brake,
         }));
         let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(tick));
         true

@@ -1,0 +1,161 @@
+//! The local brake in a real Envoy at --concurrency 2: a canary that starts
+//! failing is cut off within window + 1 s, from one window that both workers
+//! fill; a healthy canary never trips; a configuration change resets it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+fn config(seed: &str) -> String {
+    json!({
+        "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+        "sticky": {"keys": [{"header": "x-user-id"}], "seed": seed},
+        "decision_header": "x-canary-decision",
+        "rules": [{"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}}],
+        "brake": {"subset": "v2", "max_error_rate": 0.05, "window": "2s", "min_requests": 20},
+    })
+    .to_string()
+}
+
+/// One request on a new connection (so both workers take turns).
+fn get(envoy: &Envoy, path: &str, key: &str) -> Response {
+    one_shot(
+        envoy.listener_addr(),
+        "GET",
+        path,
+        &[("x-user-id", key.as_bytes())],
+    )
+    .unwrap()
+}
+
+fn stat(envoy: &Envoy, name: &str) -> u64 {
+    envoy.stats().get(name).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_failing_canary_is_braked_a_healthy_one_never_and_config_resets() {
+    let dir = std::env::temp_dir().join(format!("canary-brake-{}", std::process::id()));
+    let envoy = Envoy::start(
+        &config("one"),
+        Opts::default().concurrency(2).ecds(dir.clone()),
+    );
+    let trips = "wasmcustom.canary.brake.v2.trips";
+    let tripped = "wasmcustom.canary.brake.v2.tripped";
+
+    // A few early errors, fewer than min_requests in the window: no trip.
+    for i in 0..12 {
+        assert_eq!(
+            get(&envoy, "/status/503", &format!("early-{i}")).status,
+            503
+        );
+    }
+    assert_eq!(stat(&envoy, trips), 0, "under min_requests: no trip");
+    // They leave the 2 s window; then a healthy canary over a few thousand
+    // requests never trips.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let mut on_v2 = 0;
+    for i in 0..2_000 {
+        let r = get(&envoy, "/", &format!("healthy-{i}"));
+        assert_eq!(r.status, 200);
+        on_v2 += usize::from(r.served_by() == "v2");
+    }
+    assert_eq!(stat(&envoy, trips), 0, "no false trip");
+    assert!((800..1200).contains(&on_v2), "v2 served {on_v2} of 2000");
+    let stats = envoy.stats();
+    let workers: Vec<u64> = stats
+        .iter()
+        .filter(|(k, _)| {
+            k.contains(".worker_")
+                && k.ends_with(".downstream_cx_total")
+                && k.starts_with("listener.0.0.0.0")
+        })
+        .map(|(_, v)| *v)
+        .collect();
+    assert!(
+        workers.len() == 2 && workers.iter().all(|&n| n > 0),
+        "both workers served: {workers:?}"
+    );
+
+    // 20 % of requests now fail (the backends answer /status/503 with 503).
+    let failing_since = Instant::now();
+    let mut i = 0;
+    while stat(&envoy, trips) == 0 {
+        let path = if i % 5 == 0 { "/status/503" } else { "/" };
+        let _ = get(&envoy, path, &format!("bad-{i}"));
+        i += 1;
+        assert!(
+            failing_since.elapsed() < Duration::from_secs(3),
+            "no trip within window (2 s) + 1 s"
+        );
+    }
+    let took = failing_since.elapsed();
+    eprintln!("brake tripped after {took:?} and {i} requests");
+    assert!(envoy
+        .log()
+        .contains("canary-router: brake tripped on v2: error rate"));
+    assert_eq!(
+        stat(&envoy, trips),
+        1,
+        "one trip, counted once across workers"
+    );
+
+    // Both workers see it within a tick; then nothing reaches v2 any more.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(stat(&envoy, tripped), 1);
+    let v2_before = stat(&envoy, "cluster.v2.upstream_rq_total");
+    for i in 0..400 {
+        let r = get(&envoy, "/", &format!("after-{i}"));
+        assert_eq!(
+            (r.status, r.served_by().as_str()),
+            (200, "v1"),
+            "request {i}"
+        );
+        let d = r.header("x-canary-decision").unwrap();
+        assert!(d.starts_with("subset=v1;"), "{d}");
+    }
+    // A rule that forces v2 is stopped too (stop_rules defaults to true).
+    let r = one_shot(
+        envoy.listener_addr(),
+        "GET",
+        "/",
+        &[("x-canary", b"always")],
+    )
+    .unwrap();
+    assert_eq!(r.served_by(), "v1");
+    assert!(r
+        .header("x-canary-decision")
+        .unwrap()
+        .contains("brake=tripped"));
+    assert_eq!(
+        stat(&envoy, "cluster.v2.upstream_rq_total"),
+        v2_before,
+        "no request reached v2"
+    );
+
+    // A new configuration (new seed) starts a fresh, untripped window.
+    write_ecds(&dir, &config("two"));
+    let t0 = Instant::now();
+    loop {
+        let served: usize = (0..100)
+            .filter(|j| get(&envoy, "/", &format!("reset-{j}")).served_by() == "v2")
+            .count();
+        if served > 20 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "brake not reset by the new config"
+        );
+    }
+    assert_eq!(stat(&envoy, trips), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
