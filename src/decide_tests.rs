@@ -625,3 +625,25 @@ fn a_ramp_step_shows_in_the_decision_header() {
     assert_eq!(d.subset, 0);
     assert!(!d.describe(&r).contains("step="));
 }
+
+#[test]
+fn a_tripped_brake_sends_the_subset_to_the_default() {
+    let r = router(CONTRACT);
+    let mut by_rule = decide(&r, &Fake::new().header("x-canary", "always"), &mut NoRandom);
+    let mut kept = by_rule;
+    by_rule.brake(&r, 1, true);
+    assert_eq!((by_rule.subset, by_rule.braked), (0, true));
+    assert!(by_rule.describe(&r).ends_with("; brake=tripped"));
+    // stop_rules false: a rule that forces the canary still does.
+    kept.brake(&r, 1, false);
+    assert_eq!((kept.subset, kept.braked), (1, false));
+    // Hashed users of the canary go to the default subset; others stay.
+    for i in 0..500 {
+        let req = Fake::new().header("x-user-id", &format!("u{i}"));
+        let before = decide(&r, &req, &mut NoRandom);
+        let mut after = before;
+        after.brake(&r, 1, false);
+        assert_eq!(after.subset, 0);
+        assert_eq!(after.braked, before.subset == 1);
+    }
+}
