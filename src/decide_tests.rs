@@ -647,3 +647,37 @@ fn a_tripped_brake_sends_the_subset_to_the_default() {
         assert_eq!(after.braked, before.subset == 1);
     }
 }
+
+#[test]
+fn after_a_cooldown_the_ramp_restarts_from_its_first_step() {
+    let r = router(
+        r#"{"subsets":[{"name":"v1","weight":100},{"name":"v2","weight":0}],
+            "ramp":{"subset":"v2","start":"2026-12-01T10:00:00Z",
+                    "steps":[{"weight":10,"hold":"5m"},{"weight":100}]},
+            "brake":{"subset":"v2","max_error_rate":0.01,"cooldown":"10m"}}"#,
+    );
+    let start = crate::ramp::parse_rfc3339("2026-12-01T10:00:00Z").unwrap();
+    let later = start + 3_600_000;
+    assert_eq!(
+        r.split_at(later).weights_bp(),
+        vec![0, 10_000],
+        "the ramp is done"
+    );
+    // The brake's cooldown ended a minute ago: step 1 again, for its hold.
+    let restarted = later - 60_000;
+    let split = r.split_at_restarted(later, restarted);
+    assert_eq!(
+        (split.weights_bp(), split.step()),
+        (vec![9_000, 1_000], Some(0))
+    );
+    let split = r.split_at_restarted(restarted + 300_000, restarted);
+    assert_eq!(
+        (split.weights_bp(), split.step()),
+        (vec![0, 10_000], Some(1))
+    );
+    // A restart before the configured start changes nothing.
+    assert_eq!(
+        r.split_at_restarted(start - 1, start - 10),
+        r.split_at(start - 1)
+    );
+}
