@@ -277,6 +277,14 @@ fn weights(v1: &str, v2: &str) -> String {
 }
 
 /// Everything but the weights is as the cluster started.
+/// Exit 3, exactly these patches (the last one the rollback), and the reason
+/// in the log.
+fn assert_rolled_back(run: &Run, patches: &[String], reason: &str) {
+    assert_eq!(run.code(), 3, "{}", run.explain());
+    assert_eq!(run.patches(), patches, "{}", run.explain());
+    assert!(run.stderr().contains(reason), "{}", run.explain());
+}
+
 fn assert_rest_untouched(run: &Run) {
     let state = run.state();
     for kept in [
@@ -381,17 +389,10 @@ fn decimal_steps_and_other_options() {
 fn rolls_back_on_a_bad_success_rate() {
     let prom = fake_prometheus(vec![Some("0.95")], vec![Some("120")]);
     let run = rollout(&prom, &["--steps", "10,50,100", "--min-success", "0.99"]);
-    assert_eq!(run.code(), 3, "{}", run.explain());
-    assert_eq!(
-        run.patches(),
-        [weights("90", "10"), weights("100", "0")],
-        "{}",
-        run.explain()
-    );
-    assert!(
-        run.stderr().contains("success rate 0.9500 < 0.99"),
-        "{}",
-        run.explain()
+    assert_rolled_back(
+        &run,
+        &[weights("90", "10"), weights("100", "0")],
+        "success rate 0.9500 < 0.99",
     );
     assert_rest_untouched(&run);
 }
@@ -400,17 +401,10 @@ fn rolls_back_on_a_bad_success_rate() {
 fn rolls_back_on_a_bad_p99() {
     let prom = fake_prometheus(vec![Some("1")], vec![Some("812.5")]);
     let run = rollout(&prom, &["--steps", "10,50,100", "--max-p99-ms", "500"]);
-    assert_eq!(run.code(), 3, "{}", run.explain());
-    assert_eq!(
-        run.patches(),
-        [weights("90", "10"), weights("100", "0")],
-        "{}",
-        run.explain()
-    );
-    assert!(
-        run.stderr().contains("p99 812.5 ms > 500 ms"),
-        "{}",
-        run.explain()
+    assert_rolled_back(
+        &run,
+        &[weights("90", "10"), weights("100", "0")],
+        "p99 812.5 ms > 500 ms",
     );
 }
 
@@ -437,17 +431,10 @@ fn no_data_fails_safe_after_the_retries() {
     for success in [None, Some("NaN")] {
         let prom = fake_prometheus(vec![success], vec![Some("100")]);
         let run = rollout(&prom, &["--steps", "10,50,100", "--retries", "1"]);
-        assert_eq!(run.code(), 3, "{}", run.explain());
-        assert_eq!(
-            run.patches(),
-            [weights("90", "10"), weights("100", "0")],
-            "{}",
-            run.explain()
-        );
-        assert!(
-            run.stderr().contains("no data for v2 after 2 tries"),
-            "{}",
-            run.explain()
+        assert_rolled_back(
+            &run,
+            &[weights("90", "10"), weights("100", "0")],
+            "no data for v2 after 2 tries",
         );
         assert_eq!(prom.queries.lock().unwrap().len(), 4);
     }
