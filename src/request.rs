@@ -37,6 +37,11 @@ pub trait RequestView {
 pub enum JwtSource {
     /// jwt_authn's dynamic metadata under this key (Istio: `payload`).
     Verified { metadata_key: String },
+    /// jwt_authn's `forward_payload_header` (Istio `outputPayloadToHeader`): the
+    /// verified payload as base64url JSON in this request header. No host call,
+    /// but only sound when client copies of the header are removed before
+    /// jwt_authn (the shipped envoy.yaml does it in `early_header_mutation`).
+    PayloadHeader { header: String },
     /// The bearer token's payload, signature NOT checked.
     UnverifiedBearer,
 }
@@ -63,8 +68,12 @@ pub struct Request<'r, C> {
     claim_values: Vec<OnceCell<Option<Claim>>>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
-    /// The authorization header, kept for `unverified_bearer` only.
-    authorization: Option<Vec<u8>>,
+    /// The header carrying the claims: `authorization` for `unverified_bearer`,
+    /// jwt_authn's payload header for `payload_header`; `None` otherwise.
+    claims_header: Option<&'r str>,
+    /// That header's value, and how many copies the request carried.
+    claims_value: Option<Vec<u8>>,
+    claims_copies: u32,
 }
 
 impl<'r, C: ClaimSource> Request<'r, C> {
@@ -84,15 +93,23 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             cookies: vec![None; slots.cookie_count()],
             claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
             payload: OnceCell::new(),
-            authorization: None,
+            claims_header: match jwt {
+                JwtSource::UnverifiedBearer => Some("authorization"),
+                JwtSource::PayloadHeader { header } => Some(header),
+                JwtSource::Verified { .. } => None,
+            },
+            claims_value: None,
+            claims_copies: 0,
         };
-        let wants_bearer = *jwt == JwtSource::UnverifiedBearer;
         for (name, value) in headers.unwrap_or_default() {
             if name == "cookie" && slots.cookie_count() > 0 {
                 request.index_cookies(&value);
             }
-            if wants_bearer && name == "authorization" {
-                request.authorization = Some(value.clone());
+            if request.claims_header == Some(name.as_str()) {
+                request.claims_copies += 1;
+                if request.claims_value.is_none() {
+                    request.claims_value = Some(value.clone());
+                }
             }
             if let Some(slot) = request.slots.header_slot(&name) {
                 if let Some(entry) = request.headers.get_mut(slot) {
@@ -137,11 +154,24 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             JwtSource::Verified { metadata_key } => self.claims.verified_payload(metadata_key)?,
             JwtSource::UnverifiedBearer => {
                 self.listed()?;
-                self.authorization
+                self.claims_value
                     .as_deref()
                     .and_then(claims::bearer_token)
                     .and_then(claims::bearer_payload)
                     .map(Payload::Json)
+            }
+            JwtSource::PayloadHeader { .. } => {
+                self.listed()?;
+                // jwt_authn appends its copy; a second one came from the client
+                // (the early strip is missing): trust neither.
+                if self.claims_copies == 1 {
+                    self.claims_value
+                        .as_deref()
+                        .and_then(claims::forwarded_payload)
+                        .map(Payload::Json)
+                } else {
+                    None
+                }
             }
         };
         Ok(self.payload.get_or_init(|| payload).as_ref())
@@ -271,5 +301,74 @@ mod tests {
         assert_eq!(r.claim(1), Ok(None));
         assert_eq!(source.0.get(), 1, "one host read per request");
         assert_eq!(r.has_claims(), Ok(true));
+    }
+
+    fn forwarded(json: &str) -> Vec<u8> {
+        claims::base64url_encode(json.as_bytes()).into_bytes()
+    }
+
+    #[test]
+    fn payload_header_claims_are_decoded_from_the_one_copy() {
+        let s = slots();
+        let jwt = JwtSource::PayloadHeader {
+            header: "x-jwt-payload".into(),
+        };
+        let value = forwarded(r#"{"sub":"alice","groups":["dev","staff"]}"#);
+        let r = Request::new(
+            &s,
+            &jwt,
+            JsonClaims(None),
+            Ok(list(&[("x-jwt-payload", &value)])),
+        );
+        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        assert_eq!(
+            r.claim(1),
+            Ok(Some(&Claim::List(vec!["dev".into(), "staff".into()])))
+        );
+        assert_eq!(r.has_claims(), Ok(true));
+
+        // jwt_authn may pad the value (pad_forward_payload_header).
+        let mut padded = forwarded(r#"{"sub":"bob"}"#);
+        while padded.len() % 4 != 0 {
+            padded.push(b'=');
+        }
+        let r = Request::new(
+            &s,
+            &jwt,
+            JsonClaims(None),
+            Ok(list(&[("x-jwt-payload", &padded)])),
+        );
+        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("bob".into()))));
+    }
+
+    #[test]
+    fn payload_header_with_a_second_copy_or_garbage_gives_no_claims() {
+        let s = slots();
+        let jwt = JwtSource::PayloadHeader {
+            header: "x-jwt-payload".into(),
+        };
+        let forged = forwarded(r#"{"sub":"mallory","groups":["staff"]}"#);
+        let real = forwarded(r#"{"sub":"alice"}"#);
+        for headers in [
+            list(&[("x-jwt-payload", &forged), ("x-jwt-payload", &real)]),
+            list(&[("x-jwt-payload", b"not base64!")]),
+            list(&[("x-jwt-payload", &forwarded("[1,2]"))]),
+            list(&[("authorization", b"Bearer e30.e30.x")]),
+        ] {
+            let r = Request::new(&s, &jwt, JsonClaims(None), Ok(headers.clone()));
+            assert_eq!(r.claim(0), Ok(None), "{headers:?}");
+            assert_eq!(r.has_claims(), Ok(false), "{headers:?}");
+        }
+        // The claims header is never a verified source when it is not configured.
+        let verified = JwtSource::Verified {
+            metadata_key: "payload".into(),
+        };
+        let r = Request::new(
+            &s,
+            &verified,
+            JsonClaims(None),
+            Ok(list(&[("x-jwt-payload", &forged)])),
+        );
+        assert_eq!(r.claim(0), Ok(None));
     }
 }

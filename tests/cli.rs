@@ -198,6 +198,37 @@ fn explain_says_why() {
 }
 
 #[test]
+fn explain_claims_reach_every_claim_source() {
+    // --claims goes where the configured source reads claims from.
+    for jwt in [
+        json!({"source": "verified"}),
+        json!({"source": "payload_header", "header": "x-claims"}),
+        json!({"source": "unverified_bearer"}),
+    ] {
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string("envoy/canary.json").unwrap()).unwrap();
+        config["jwt"] = jwt.clone();
+        let name = format!("claims-{}.json", jwt["source"].as_str().unwrap());
+        let path = write_config(&name, &config);
+        let o = cli(&[
+            "explain",
+            "--config",
+            path.to_str().unwrap(),
+            "--claims",
+            r#"{"sub":"alice","groups":["staff"]}"#,
+            "--json",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{jwt}: {}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            (&v["reason"], &v["rule"]),
+            (&json!("rule"), &json!("staff")),
+            "{jwt}: {v}"
+        );
+    }
+}
+
+#[test]
 fn explain_shows_a_new_pin_and_shadow_mode() {
     let config = json!({
         "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],

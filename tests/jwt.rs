@@ -5,8 +5,9 @@
     clippy::indexing_slicing
 )]
 //! JWT claims: verified by Envoy's jwt_authn (tokens signed here with the HS256
-//! key of envoy/jwks.json) and read from its metadata, or decoded from the bearer
-//! token without verification when the configuration asks for it explicitly.
+//! key of envoy/jwks.json) and read from its metadata or from its forwarded
+//! payload header, or decoded from the bearer token without verification when
+//! the configuration asks for it explicitly.
 
 mod common;
 
@@ -157,7 +158,7 @@ type Case<'a> = (
 fn present_false_on_a_claim_needs_a_token() {
     // Both sources are checked before failing, so a failure shows both.
     let mut wrong = Vec::new();
-    for source in ["verified", "unverified_bearer"] {
+    for source in ["verified", "payload_header", "unverified_bearer"] {
         let mut config = claims_config(source);
         config["rules"] = json!([claim_rule(
             "no_employee",
@@ -165,10 +166,10 @@ fn present_false_on_a_claim_needs_a_token() {
             "employee_id",
             json!({"present": false})
         )]);
-        let opts = if source == "verified" {
-            Opts::default()
-        } else {
+        let opts = if source == "unverified_bearer" {
             Opts::default().without_jwt_authn()
+        } else {
+            Opts::default()
         };
         let mut envoy = Envoy::start(&config.to_string(), opts);
         let without = bearer(&sign_hs256(&claims(json!({"sub": "someone"}))));
@@ -194,7 +195,7 @@ fn present_false_on_a_claim_needs_a_token() {
             ),
         ];
         for (what, headers, want) in cases {
-            if source == "verified" && what == "a bearer that is not a JWT" {
+            if source != "unverified_bearer" && what == "a bearer that is not a JWT" {
                 continue; // jwt_authn answers 401 itself
             }
             let d = envoy.decide("/", &headers);
@@ -363,4 +364,97 @@ fn sub_claim_as_sticky_key() {
         ],
     );
     assert_eq!((d.subset.as_str(), d.reason.as_str()), ("v2", "hash"));
+}
+
+#[test]
+fn payload_header_claims_route_like_metadata_claims() {
+    // jwt_authn's forward_payload_header (x-jwt-payload in envoy/envoy.yaml):
+    // the same verified claims, read with the header list instead of metadata.
+    let mut envoy = Envoy::start(
+        &claims_config("payload_header").to_string(),
+        Opts::default(),
+    );
+    check_claim_cases(&mut envoy, sign_hs256);
+    let d = envoy.decide("/", &[]);
+    assert_eq!((d.rule, d.subset.as_str()), (None, "v1"));
+    // A bad signature still stops at jwt_authn.
+    let bad = sign_hs256_bad_signature(&claims(json!({"groups": ["staff"]})));
+    assert_eq!(
+        envoy.get("/", &[("authorization", &bearer(&bad))]).status,
+        401
+    );
+}
+
+#[test]
+fn a_client_sent_payload_header_is_never_trusted() {
+    let forged = b64url_encode(br#"{"sub":"vip","groups":["staff"],"tenant":"acme"}"#);
+    let dev = bearer(&sign_hs256(&claims(
+        json!({"sub": "u7", "groups": ["dev"]}),
+    )));
+    let config = claims_config("payload_header").to_string();
+
+    // Shipped envoy.yaml: early_header_mutation drops the client's copy, so
+    // only jwt_authn's copy (if any) reaches the filter.
+    let mut envoy = Envoy::start(&config, Opts::default());
+    for headers in [
+        vec![("x-jwt-payload", forged.as_bytes())],
+        vec![
+            ("x-jwt-payload", forged.as_bytes()),
+            ("authorization", dev.as_slice()),
+        ],
+    ] {
+        let d = envoy.decide("/", &headers);
+        assert_eq!((d.rule, d.subset.as_str()), (None, "v1"), "{headers:?}");
+    }
+    drop(envoy);
+
+    // Without the early strip, jwt_authn appends its copy after the client's:
+    // two copies mean a forgery, and the filter trusts neither.
+    let mut envoy = Envoy::start(&config, Opts::default().without_early_strip());
+    let d = envoy.decide(
+        "/",
+        &[
+            ("x-jwt-payload", forged.as_bytes()),
+            ("authorization", dev.as_slice()),
+        ],
+    );
+    assert_eq!((d.rule, d.subset.as_str()), (None, "v1"));
+    // The real token alone still works there.
+    let staff = bearer(&sign_hs256(&claims(json!({"groups": ["staff"]}))));
+    let d = envoy.decide("/", &[("authorization", staff.as_slice())]);
+    assert_eq!(
+        (d.rule.as_deref(), d.subset.as_str()),
+        (Some("staff"), "v2")
+    );
+}
+
+#[test]
+fn switching_the_claim_source_moves_no_user() {
+    // The same sub hashes to the same bucket whichever way the claims arrive.
+    let config = |source: &str| {
+        json!({
+            "subsets": [ {"name": "v1", "weight": 50}, {"name": "v2", "weight": 50} ],
+            "sticky": { "keys": [ {"jwt_claim": "sub"} ], "seed": "source-switch" },
+            "jwt": jwt_section(source),
+        })
+        .to_string()
+    };
+    let tokens: Vec<Vec<u8>> = (0..30)
+        .map(|i| bearer(&sign_hs256(&claims(json!({"sub": format!("s-{i}")})))))
+        .collect();
+    let mut by_source = Vec::new();
+    for source in ["verified", "payload_header"] {
+        let mut envoy = Envoy::start(&config(source), Opts::default());
+        let subsets: Vec<String> = tokens
+            .iter()
+            .map(|t| {
+                let d = envoy.decide("/", &[("authorization", t.as_slice())]);
+                assert_eq!(d.reason, "hash", "{source}");
+                d.subset
+            })
+            .collect();
+        by_source.push(subsets);
+    }
+    assert_eq!(by_source[0], by_source[1]);
+    assert!(by_source[0].iter().any(|s| s == "v1") && by_source[0].iter().any(|s| s == "v2"));
 }

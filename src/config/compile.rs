@@ -20,6 +20,8 @@ pub const MAX_SUBSETS: usize = 16;
 pub const DEFAULT_HEADER: &str = "x-canary-subset";
 pub const DEFAULT_METRICS_PREFIX: &str = "canary";
 pub const DEFAULT_METADATA_KEY: &str = "payload";
+/// jwt_authn's `forward_payload_header` as the shipped envoy.yaml names it.
+pub const DEFAULT_PAYLOAD_HEADER: &str = "x-jwt-payload";
 const NAME_PATTERN: &str = "[a-z0-9][a-z0-9_-]{0,62}";
 const KEY_SOURCES: &[&str] = &["jwt_claim", "cookie", "header"];
 const MATCH_SOURCES: &[&str] = &["header", "cookie", "jwt_claim"];
@@ -68,7 +70,13 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         None => DEFAULT_METRICS_PREFIX.to_owned(),
         Some(p) => metrics_prefix(p)?,
     };
-    let jwt = compile_jwt(top.object("jwt", &["source", "metadata_key"])?)?;
+    let jwt = compile_jwt(top.object("jwt", &["source", "metadata_key", "header"])?)?;
+    if matches!(&jwt, JwtSource::PayloadHeader { header: h } if *h == header) {
+        return Err(ConfigError::new(
+            "jwt.header",
+            format!("{header:?} is the decision header, which the filter overwrites"),
+        ));
+    }
 
     let (sticky_keys, seed, pin) = match top.object("sticky", &["keys", "seed", "pin_cookie"])? {
         None => (Vec::new(), String::new(), None),
@@ -339,25 +347,36 @@ fn compile_jwt(jwt: Option<Object>) -> Result<JwtSource> {
         });
     };
     let source = jwt.string("source")?.unwrap_or("verified");
-    match (source, jwt.string("metadata_key")?) {
-        ("verified", None) => Ok(JwtSource::Verified {
+    let metadata_key = jwt.string("metadata_key")?;
+    let header = jwt.string("header")?;
+    let only_for = |field: &str, wanted: &str| {
+        Err(ConfigError::new(
+            field,
+            format!("only applies to source \"{wanted}\""),
+        ))
+    };
+    match (source, metadata_key, header) {
+        (_, Some(_), _) if source != "verified" => only_for("jwt.metadata_key", "verified"),
+        (_, _, Some(_)) if source != "payload_header" => only_for("jwt.header", "payload_header"),
+        ("verified", None, _) => Ok(JwtSource::Verified {
             metadata_key: DEFAULT_METADATA_KEY.to_owned(),
         }),
-        ("verified", Some("")) => Err(ConfigError::new(
+        ("verified", Some(""), _) => Err(ConfigError::new(
             "jwt.metadata_key",
             "must not be empty (Istio uses \"payload\")",
         )),
-        ("verified", Some(key)) => Ok(JwtSource::Verified {
+        ("verified", Some(key), _) => Ok(JwtSource::Verified {
             metadata_key: key.to_owned(),
         }),
-        ("unverified_bearer", None) => Ok(JwtSource::UnverifiedBearer),
-        ("unverified_bearer", Some(_)) => Err(ConfigError::new(
-            "jwt.metadata_key",
-            "only applies to source \"verified\"",
-        )),
-        (other, _) => Err(ConfigError::new(
+        ("payload_header", _, header) => Ok(JwtSource::PayloadHeader {
+            header: header_name(header.unwrap_or(DEFAULT_PAYLOAD_HEADER), "jwt.header")?,
+        }),
+        ("unverified_bearer", _, _) => Ok(JwtSource::UnverifiedBearer),
+        (other, _, _) => Err(ConfigError::new(
             "jwt.source",
-            format!("unknown source {other:?}, expected \"verified\" or \"unverified_bearer\""),
+            format!(
+                "unknown source {other:?}, expected \"verified\", \"payload_header\" or \"unverified_bearer\""
+            ),
         )),
     }
 }

@@ -138,7 +138,15 @@ fn one_line_errors_name_the_field() {
         (r#"{"subsets":[{"name":"v1","weight":100}],"metrics_prefix":"a..b"}"#,
             "config: metrics_prefix: \"a..b\" is not a valid stats prefix"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"trust-me"}}"#,
-            "config: jwt.source: unknown source \"trust-me\", expected \"verified\" or \"unverified_bearer\""),
+            "config: jwt.source: unknown source \"trust-me\", expected \"verified\", \"payload_header\" or \"unverified_bearer\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header","metadata_key":"p"}}"#,
+            "config: jwt.metadata_key: only applies to source \"verified\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"header":"x-jwt-payload"}}"#,
+            "config: jwt.header: only applies to source \"payload_header\""),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header","header":"x jwt"}}"#,
+            "config: jwt.header: \"x jwt\" is not a valid HTTP header name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header","header":"X-Canary-Subset"}}"#,
+            "config: jwt.header: \"x-canary-subset\" is the decision header, which the filter overwrites"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"unverified_bearer","metadata_key":"p"}}"#,
             "config: jwt.metadata_key: only applies to source \"verified\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"cookie":"a","header":"b"}]}}"#,
@@ -272,6 +280,25 @@ fn unverified_claims_warn() {
     assert_eq!(loaded.router.jwt, JwtSource::UnverifiedBearer);
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].contains("WITHOUT checking the signature"));
+}
+
+#[test]
+fn payload_header_source_defaults_to_x_jwt_payload() {
+    let source = |json: &str| load(json.as_bytes()).unwrap().router.jwt;
+    assert_eq!(
+        source(r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header"}}"#),
+        JwtSource::PayloadHeader {
+            header: "x-jwt-payload".into()
+        }
+    );
+    assert_eq!(
+        source(
+            r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header","header":"X-Claims"}}"#
+        ),
+        JwtSource::PayloadHeader {
+            header: "x-claims".into()
+        }
+    );
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn explain(
         },
     };
     headers.extend(cookies.iter().map(|c| ("cookie".to_owned(), c.clone())));
-    // In unverified mode the filter decodes the bearer token itself: hand it one.
+    // Where the filter reads claims from a header, put them there.
     let verified_claims = match (&router.jwt, claims) {
         (JwtSource::UnverifiedBearer, Some(map)) => {
             let payload = base64url_encode(Value::Object(map).to_string().as_bytes());
@@ -155,6 +155,12 @@ fn explain(
                 "authorization".to_owned(),
                 format!("Bearer e30.{payload}.unsigned"),
             ));
+            None
+        }
+        // As jwt_authn forwards a verified payload.
+        (JwtSource::PayloadHeader { header }, Some(map)) => {
+            let payload = base64url_encode(Value::Object(map).to_string().as_bytes());
+            headers.push((header.clone(), payload));
             None
         }
         (_, claims) => claims,
