@@ -2,7 +2,7 @@
 """`make bench`: what canary-router costs inside a real Envoy, side by side with
 native routing, a Lua filter and an empty Wasm module (issue 4).
 
-One measured Envoy (--concurrency 1) serves six listeners on loopback; all of
+One measured Envoy (--concurrency 1) serves seven listeners on loopback; all of
 them run the same jwt_authn prefix, so they differ only in how the route is
 picked. A SEPARATE upstream Envoy process (direct_response, --concurrency 1)
 answers for clusters v1 and v2, so its CPU is not counted. wrk sends the same
@@ -68,7 +68,7 @@ LARGE_FILLER_RULES = 197
 LARGE_IN_LIST = 50_000
 
 ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
-                 "canary-router-large"]
+                 "canary-router-large", "canary-router-metadata"]
 # BENCH_LISTENERS=native,wasm-empty,canary-router for a quicker comparison while
 # tuning (native is always kept: every ratio is relative to it); BENCH_SIDE=0 skips
 # the RSS and startup measures.
@@ -324,6 +324,7 @@ def jwt_authn_filter() -> dict:
                 "issuer": "canary-router-demo",
                 "local_jwks": {"filename": str(ROOT / "envoy" / "jwks.json")},
                 "payload_in_metadata": "payload",
+                "forward_payload_header": "x-jwt-payload",
                 "forward": True,
             }},
             "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": [
@@ -423,7 +424,7 @@ TYPICAL_RULES = [
 ]
 
 
-def plugin_config(large: bool) -> dict:
+def plugin_config(large: bool, claims: str = "payload_header") -> dict:
     rules = list(TYPICAL_RULES)
     if large:
         # Rules that never match the benchmark's requests, placed first so that
@@ -447,7 +448,8 @@ def plugin_config(large: bool) -> dict:
         "metrics_prefix": "bench_large" if large else "bench",
         "sticky": {"keys": [{"jwt_claim": "sub"}, {"cookie": "session_id"},
                             {"header": "x-user-id"}], "seed": "api-2026-11"},
-        "jwt": {"source": "verified", "metadata_key": "payload"},
+        "jwt": ({"source": "payload_header", "header": "x-jwt-payload"}
+                if claims == "payload_header" else {"source": "verified", "metadata_key": "payload"}),
         "rules": rules,
     }
 
@@ -468,6 +470,9 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name.startswith("variant-"):
         wasm = Path(VARIANTS[name[len("variant-"):]])
         return [wasm_filter(name, wasm, json.dumps(plugin_config(False)))], header_routes()
+    if name == "canary-router-metadata":
+        return [wasm_filter(name, filter_wasm,
+                            json.dumps(plugin_config(False, "verified")))], header_routes()
     if name == "canary-router-large":
         return [wasm_filter("canary-router-large", filter_wasm,
                             json.dumps(plugin_config(True), separators=(",", ":")))], header_routes()
@@ -490,6 +495,13 @@ def listener(name: str, port: int, filter_wasm: Path, empty_wasm: Path) -> dict:
                 "stat_prefix": stat_prefix(name),
                 "route_config": {"name": name, "virtual_hosts": [
                     {"name": name, "domains": ["*"], "routes": routes}]},
+                # As envoy/envoy.yaml: only jwt_authn may write x-jwt-payload, only
+                # the filter x-canary-subset.
+                "early_header_mutation_extensions": [{
+                    "name": "envoy.http.early_header_mutation.header_mutation",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+                        "mutations": [{"remove": "x-canary-subset"}, {"remove": "x-jwt-payload"}]}}],
                 "http_filters": [jwt_authn_filter(), *filters, ROUTER],
             }}]}],
     }
@@ -704,7 +716,8 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         # Listeners without rules route these like any request: not checked.
         want_rules = {"native": set(), "native-hash": set(), "wasm-empty": set(),
                       "lua": {"qa", "beta"}, "canary-router": {"qa", "beta", "staff"},
-                      "canary-router-large": {"qa", "beta", "staff"}}[name]
+                      "canary-router-large": {"qa", "beta", "staff"},
+                      "canary-router-metadata": {"qa", "beta", "staff"}}[name]
         for rule in want_rules:
             if hit[rule] != "v2":
                 raise HarnessError(f"{name}: the {rule} request went to {hit[rule]}, not v2")
@@ -839,7 +852,7 @@ def main() -> int:
     log(f"envoy:   {version}")
     log(f"load:    wrk, 1 thread, {CONNECTIONS} connections, {SECONDS:g} s per run, "
         f"{ROUNDS} round(s), listeners alternating; warm-up {WARMUP:g} s each")
-    log("setup:   ONE measured Envoy (--concurrency 1, six listeners on loopback, each "
+    log("setup:   ONE measured Envoy (--concurrency 1, seven listeners on loopback, each "
         "behind the same jwt_authn);\n"
         "         upstream v1/v2 = a SEPARATE Envoy process (direct_response, "
         "--concurrency 1), whose CPU is not counted")
@@ -857,7 +870,7 @@ def main() -> int:
     checks = sanity_check(envoy, tokens)
     log("routing check (share of the mix sent to v2; rule triggers sent to v2):")
     for name, c in checks.items():
-        log(f"  {name:<20} {c['v2_share']:6.1%}  {', '.join(c['rules_to_v2']) or '(no rules)'}")
+        log(f"  {name:<22} {c['v2_share']:6.1%}  {', '.join(c['rules_to_v2']) or '(no rules)'}")
 
     if WARMUP > 0:
         log(f"\nwarm-up: {WARMUP:g} s per listener")
@@ -870,7 +883,7 @@ def main() -> int:
         for name in order:
             run = measure(envoy, up, wrk, script, name, SECONDS)
             runs[name].append(run)
-            log(f"  round {r + 1}/{ROUNDS} {name:<20} {run.cpu_us_per_req:7.2f} µs/req "
+            log(f"  round {r + 1}/{ROUNDS} {name:<22} {run.cpu_us_per_req:7.2f} µs/req "
                 f"{run.rps:9.0f} req/s  p50 {run.p50_ms:.3f} ms  p99 {run.p99_ms:.3f} ms"
                 f"  (other load {run.other_load_cores:.2f} cores)")
     stop(envoy.proc)
@@ -930,9 +943,9 @@ def main() -> int:
     wasm_kib = filter_wasm.stat().st_size / 1024
     if not (FULL and SIDE_MEASURES):
         # A tuning run: the table of the listeners measured, no targets.
-        log(f"\n{'listener':<20} {'norm µs':>8} {'added µs':>9} {'÷ empty':>8}  rounds")
+        log(f"\n{'listener':<22} {'norm µs':>8} {'added µs':>9} {'÷ empty':>8}  rounds")
         for n in LISTENERS:
-            log(f"{n:<20} {med[n]['norm_cpu_us_per_req']:>8.1f} {added[n]:>+9.1f} "
+            log(f"{n:<22} {med[n]['norm_cpu_us_per_req']:>8.1f} {added[n]:>+9.1f} "
                 f"{fmt(rows[n]['added_vs_wasm_empty'], '.2f'):>8}  "
                 + " ".join(f"{v:+.1f}" for v in added_rounds[n]))
         log("(a partial run: BENCH_LISTENERS or BENCH_SIDE=0; no targets, no latest.json)")
@@ -964,7 +977,7 @@ def main() -> int:
     log(f"\nEnvoy CPU per request (median of {ROUNDS} round(s); {mach['cpu']}, "
         f"{mach['cores']} cores, kernel {mach['kernel']}); added and ratios from the "
         f"{basis} values")
-    head = (f"{'listener':<20} {'raw µs':>7} {'norm µs':>7} {'added µs':>8} "
+    head = (f"{'listener':<22} {'raw µs':>7} {'norm µs':>7} {'added µs':>8} "
             f"{'(rounds min..max)':>17} {'÷ empty':>7} {'req/s':>6} {'p50 ms':>6} "
             f"{'p99 ms':>6} {'p99 ÷ native':>12}")
     log(head)
@@ -973,7 +986,7 @@ def main() -> int:
         row = rows[n]
         spread = ("" if n == "native" else
                   f"{min(added_rounds[n]):+.1f}..{max(added_rounds[n]):+.1f}")
-        log(f"{n:<20} {row['cpu_us_per_req']:>7.1f} {row['norm_cpu_us_per_req']:>7.1f} "
+        log(f"{n:<22} {row['cpu_us_per_req']:>7.1f} {row['norm_cpu_us_per_req']:>7.1f} "
             f"{fmt(None if n == 'native' else row['added_cpu_us'], '+.1f'):>8} {spread:>17} "
             f"{fmt(row['added_vs_wasm_empty'], '.2f'):>7} {row['rps']:>6.0f} "
             f"{row['p50_ms']:>6.3f} {row['p99_ms']:>6.3f} {row['p99_vs_native']:>12.2f}")
@@ -1011,7 +1024,7 @@ def main() -> int:
         "settings": {"rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS,
                      "warmup_seconds": WARMUP, "wrk_threads": 1, "user_ids": USER_IDS,
                      "tokens": TOKENS,
-                     "measured": "one Envoy, --concurrency 1, six listeners behind the same jwt_authn",
+                     "measured": "one Envoy, --concurrency 1, seven listeners behind the same jwt_authn",
                      "upstream": "a separate Envoy process (direct_response, --concurrency 1); its CPU is not counted",
                      "cpu_per_request": "delta of the measured Envoy's utime+stime (/proc/<pid>/stat) / delta of http.<stat_prefix>.downstream_rq_total",
                      "normalized": "cpu_per_request x (median over all runs of the upstream Envoy's CPU per request / this run's)",
