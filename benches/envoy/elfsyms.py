@@ -9,6 +9,8 @@ This module writes a copy of the binary whose code and load layout are unchanged
 - one symbol per function that has unwind info: start and length from the
   .eh_frame FDEs (every compiled C++ function has one), named `fn_<address>`
   (`tcmalloc::fn_<address>` in the sections where Envoy links tcmalloc);
+- `Class::vfn[k]` for the functions that C++ vtables point to (from the RTTI
+  that stripping keeps; see virtual_functions);
 - `v8::embedded_builtins`: the one large stretch of .text without unwind info,
   which is V8's embedded builtins blob (hand-written/generated code, no FDEs);
 - the Proxy-Wasm host functions by name. proxy-wasm-cpp-host registers each one
@@ -29,7 +31,9 @@ from __future__ import annotations
 
 import mmap
 import re
+import shutil
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +164,41 @@ class Elf:
                 break
         return 0
 
+    def strings_referenced(self, addr: int, length: int, limit: int = 4) -> list[str]:
+        """C strings in .rodata that the code at [addr, addr+length) addresses
+        RIP-relatively (a ModRM byte with mod=00 rm=101, then the displacement):
+        a hint of what an unnamed function does. Instructions with an immediate
+        after the displacement are missed; a stray match is possible but rare."""
+        m = self.m
+        sec = self.exec_section_of(addr)
+        ro = self.sections[".rodata"]
+        if sec is None or length <= 0:
+            return []
+        start = addr - sec.addr + sec.offset
+        code = m[start:start + min(length, 1 << 16)]
+        out: list[str] = []
+        for p in range(1, len(code) - 4):
+            if code[p - 1] & 0xC7 != 0x05:
+                continue
+            target = addr + p + 4 + struct.unpack_from("<i", code, p)[0]
+            if not ro.addr < target < ro.addr + ro.size:
+                continue
+            off = target - ro.addr + ro.offset
+            end = m.find(b"\0", off, off + 200)
+            if end - off < 4:
+                continue
+            text = m[off:end]
+            if all(32 <= c < 127 for c in text):
+                # an SSO copy may load the middle of a literal: report whole strings
+                while off > ro.offset and 32 <= m[off - 1] < 127:
+                    off -= 1
+                full = m[off:end].decode()
+                if full not in out:
+                    out.append(full)
+                if len(out) >= limit:
+                    break
+        return out
+
     # -- Proxy-Wasm host functions ---------------------------------------------------
 
     def host_functions(self, names: list[str]) -> dict[str, dict[str, int]]:
@@ -211,6 +250,90 @@ class Elf:
             conv, export = max(pairs, key=lambda p: abs(p[1] - p[0]))
             out[name] = {"callback": conv, "export": export}
         return out
+
+
+def virtual_functions(elf: Elf) -> dict[int, str]:
+    """Names for virtual functions from the C++ RTTI that the strip left: each
+    vtable is [offset to top][&typeinfo][function pointers...] and each typeinfo
+    holds a pointer to the mangled class name, so a function in slot k of class
+    C's vtable is named `C::vfn[k]` (the slot, not the method's name: the class
+    declaration tells which method it is). A function in the vtables of several
+    classes gets the class with the shortest vtable, the base-most one that has
+    this implementation; secondary vtables (offset to top != 0) name thunks.
+    The pointers are R_X86_64_RELATIVE relocations in a PIE, read from .rela.dyn."""
+    m = elf.m
+    rela = elf.sections.get(".rela.dyn")
+    if rela is None:
+        return {}
+    reloc: dict[int, int] = {}
+    for off in range(rela.offset, rela.offset + rela.size, 24):
+        r_offset, r_info, r_addend = struct.unpack_from("<QQq", m, off)
+        if r_info & 0xFFFFFFFF == 8:  # R_X86_64_RELATIVE
+            reloc[r_offset] = r_addend
+    ro = elf.sections[".rodata"]
+
+    def in_exec(addr):
+        return elf.exec_section_of(addr) is not None
+
+    # typeinfo objects: [vptr][-> name]; the name is a mangled type in .rodata.
+    name_re = re.compile(rb"(?:N|St|[1-9])[0-9A-Za-z_]*\0")
+    typeinfo: dict[int, bytes] = {}
+    for where, target in reloc.items():
+        if ro.addr <= target < ro.addr + ro.size and (where - 8) in reloc:
+            off = target - ro.addr + ro.offset
+            mt = name_re.match(m, off, min(off + 512, ro.offset + ro.size))
+            if mt and m[off - 1] == 0:
+                typeinfo[where - 8] = m[off:mt.end() - 1]
+    # vtables: [offset to top][-> typeinfo][functions...]
+    data_off = {s.name: s.offset - s.addr for s in elf.section_list}
+    vtables: list[tuple[bytes, bool, list[int]]] = []
+    for where, target in reloc.items():
+        if target not in typeinfo or (where - 8) in reloc:
+            continue
+        sec = next((s for s in elf.section_list if s.addr <= where - 8 < s.addr + s.size
+                    and s.type == 1), None)  # PROGBITS
+        if sec is None:
+            continue
+        top = struct.unpack_from("<q", m, where - 8 - sec.addr + sec.offset)[0]
+        if not -(1 << 24) < top <= 0:
+            continue
+        fns = []
+        slot = where + 8
+        while slot in reloc and in_exec(reloc[slot]):
+            fns.append(reloc[slot])
+            slot += 8
+        if fns:
+            vtables.append((typeinfo[target], top == 0, fns))
+    del data_off
+    mangled = sorted({cls for cls, _, _ in vtables})
+    pretty = {c: c.decode() for c in mangled}
+    cxxfilt = shutil.which("c++filt")
+    if cxxfilt and mangled:
+        res = subprocess.run([cxxfilt], input="\n".join("_ZTS" + c.decode() for c in mangled),
+                             capture_output=True, text=True)
+        lines = res.stdout.splitlines()
+        if res.returncode == 0 and len(lines) == len(mangled):
+            for c, line in zip(mangled, lines):
+                if line.startswith("typeinfo name for "):
+                    pretty[c] = line[len("typeinfo name for "):]
+    best: dict[int, tuple[int, int, str]] = {}
+    for cls, primary, fns in vtables:
+        for k, fn in enumerate(fns):
+            label = f"{pretty[cls]}::vfn[{k}]" if primary else f"{pretty[cls]}::thunk[{k}]"
+            rank = (0 if primary else 1, len(fns))
+            if fn not in best or rank < best[fn][:2]:
+                best[fn] = (*rank, label)
+    return {fn: label for fn, (_, _, label) in best.items()}
+
+
+def shorten(name: str) -> str:
+    """libc++'s spelled-out standard types, as people write them."""
+    for long, short in (("std::__1::", "std::"),
+                        ("std::basic_string_view<char, std::char_traits<char> >", "std::string_view"),
+                        ("std::basic_string<char, std::char_traits<char>, std::allocator<char> >",
+                         "std::string")):
+        name = name.replace(long, short)
+    return name
 
 
 def wasm_imports(path: Path) -> list[str]:
@@ -292,6 +415,15 @@ def write_symbolized(src: Path, dst: Path, host_names: list[str]) -> dict:
             names[start] = (f"{prefix}fn_{start:x}", length)
         if gap_len > 256 * 1024:
             names[gap_start] = ("v8::embedded_builtins", gap_len)
+        used = set()
+        virtuals = virtual_functions(elf)
+        for addr, label in virtuals.items():
+            if addr in names:
+                label = shorten(label)
+                if label in used:  # callgrind merges functions of the same name
+                    label = f"{label}@{addr:x}"
+                used.add(label)
+                names[addr] = (label, names[addr][1])
         for name, h in hosts.items():
             for role, label in (("callback", name), ("export", f"exports::{name[6:] if name.startswith('proxy_') else name}")):
                 addr = h[role]
@@ -352,7 +484,7 @@ def write_symbolized(src: Path, dst: Path, host_names: list[str]) -> dict:
             out.write(struct.pack("<H", len(headers)))
         tmp.chmod(src.stat().st_mode & 0o777)
         tmp.replace(dst)
-        return {"functions": len(fns), "host_functions": hosts,
+        return {"functions": len(fns), "virtual_functions": len(virtuals), "host_functions": hosts,
                 "v8_builtins": [gap_start, gap_len], "build_id": elf.build_id()}
     finally:
         elf.close()
