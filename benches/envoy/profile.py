@@ -398,7 +398,7 @@ def main() -> int:
     for leftover in glob.glob(str(PROF / f"callgrind.{pid}.out*")):
         os.remove(leftover)  # the dump at exit: only the shutdown
 
-    report = analyse(profiles, hosts, builtins, rows)
+    report = analyse(profiles, hosts, builtins, rows, symbolized)
     report.update({
         "envoy": version,
         "valgrind": valgrind_version,
@@ -473,6 +473,22 @@ def vm_split(prof: Profile, host_names: set[str]) -> dict:
             bucket = host_path if reaches_host(b) else runtime
             bucket[0] += calls
             bucket[1] += ir
+    # The calls into the VM as proxy-wasm makes them: the std::function that
+    # V8::getModuleFunctionImpl wraps around each module export, called from
+    # ContextBase's onXxx methods (not from inside a host call: allocating guest
+    # memory calls the guest's malloc the same way).
+    inside_hosts: set = set()
+    frontier = [fn for fn in children if base_name(fn[1]) in host_names]
+    for _ in range(10):
+        frontier = [c for f in frontier for c in children[f]
+                    if not is_jit(c) and c not in inside_hosts]
+        inside_hosts.update(frontier)
+    call_path = [0, 0]
+    for (a, b), (calls, ir) in prof.calls.items():
+        if ("getModuleFunctionImpl" in b[1] and not is_jit(a) and "'" not in a[1]
+                and a not in inside_hosts and "getModuleFunctionImpl" not in a[1]):
+            call_path[0] += calls
+            call_path[1] += ir
     hosts = {}
     for h in sorted(host_names):
         calls = ir = 0
@@ -482,10 +498,63 @@ def vm_split(prof: Profile, host_names: set[str]) -> dict:
             ir += i
         if calls:
             hosts[h] = (calls, ir)
-    return {"into_vm": into_vm, "host_path": host_path, "runtime": runtime, "hosts": hosts}
+    return {"into_vm": into_vm, "host_path": host_path, "runtime": runtime, "hosts": hosts,
+            "call_path": call_path}
 
 
-def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows: dict) -> dict:
+def breakdown(prof: Profile, name: str, per: int, hint, limit: int = 8) -> dict:
+    """Where a host function's instructions go, exactly: callgrind keeps the
+    inclusive cost per caller->callee pair, so the callees of a function are
+    exact for that caller. From `name`, follow the callee that takes most of the
+    cost while nothing else calls it (then its cost is all this host call's),
+    and list the callees there: instructions per call of the host function.
+    `hint(name)` gives strings that an unnamed function's code refers to."""
+    fns = prof.find(name)
+    if not fns:
+        return {}
+    node = fns[0]
+    path = [node[1]]
+    while True:
+        kids = [(b, c, i) for (a, b), (c, i) in prof.calls.items() if a == node and b != node]
+        if not kids:
+            break
+        b, _, i = max(kids, key=lambda k: k[2])
+        if i < 0.8 * prof.inclusive(node) or prof.calls_to(b)[1] != i:
+            break
+        node = b
+        path.append(b[1])
+    kids = sorted(((b, c, i) for (a, b), (c, i) in prof.calls.items() if a == node and b != node),
+                  key=lambda k: -k[2])
+    return {
+        "path": path,
+        "self": round(prof.self_ir.get(node, 0) / per),
+        "callees": [{"function": b[1], "calls": round(c / per, 2), "ir": round(i / per),
+                     **({"strings": hint(b[1])} if hint(b[1]) else {})}
+                    for b, c, i in kids[:limit]],
+        "other_callees_ir": round(sum(i for _, _, i in kids[limit:]) / per),
+    }
+
+
+def string_hints(envoy: Path):
+    """name -> the C strings an unnamed Envoy function (fn_<address>) refers to."""
+    elf = elfsyms.Elf(envoy)
+    lengths = dict(elf.fde_functions())
+    cache: dict[str, list[str]] = {}
+
+    def hint(name: str) -> list[str]:
+        m = re.fullmatch(r"(?:tcmalloc::)?fn_([0-9a-f]+)(?:'\d+)?", name)
+        if not m:
+            return []
+        if name not in cache:
+            addr = int(m.group(1), 16)
+            cache[name] = elf.strings_referenced(addr, lengths.get(addr, 0))
+        return cache[name]
+    return hint
+
+
+def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows: dict,
+            envoy: Path) -> dict:
+    hint = string_hints(envoy)
     per_req = {n: p.total / REQUESTS for n, p in profiles.items()}
     native, empty = per_req["native"], per_req["wasm-empty"]
     empty_added = empty - native
@@ -497,7 +566,8 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
         for fn, ir in prof.self_ir.items():
             by_class[cost_class(fn, builtins)] += ir
         split = vm_split(prof, host_names) if is_wasm_listener(name) else {
-            "into_vm": [0, 0], "host_path": [0, 0], "runtime": [0, 0], "hosts": {}}
+            "into_vm": [0, 0], "host_path": [0, 0], "runtime": [0, 0], "hosts": {},
+            "call_path": [0, 0]}
         into_calls, into_ir = split["into_vm"]
         path_calls, path_ir = split["host_path"]
         host_incl = sum(ir for _, ir in split["hosts"].values())
@@ -517,8 +587,19 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
                                              sorted(by_class.items(), key=lambda kv: -kv[1])},
         }
         if into_calls:
+            cp_calls, cp_ir = split["call_path"]
+            machinery = (cp_ir - into_ir) / cp_calls if cp_calls else 0
             row["vm"] = {
                 "calls_into_vm_per_request": round(into_calls / REQUESTS, 3),
+                "vm_call_path_calls_per_request": round(cp_calls / REQUESTS, 3),
+                "vm_call_path_ir_per_call": round(machinery),
+                "added_over_native_split": {
+                    "vm_call_path": per_request(cp_ir - into_ir),
+                    "guest_code": per_request(into_ir - path_ir),
+                    "host_calls": per_request(path_ir),
+                    "other_envoy_work": round(added - (cp_ir - path_ir) / REQUESTS
+                                              - path_ir / REQUESTS),
+                },
                 "inside_vm_ir_per_request": per_request(into_ir),
                 "outside_vm_ir_per_request": per_request(prof.total - into_ir),
                 "host_calls_per_request": round(path_calls / REQUESTS, 3),
@@ -530,7 +611,8 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
                     h: {"calls_per_request": round(c / REQUESTS, 3),
                         "ir_per_call": round(i / c),
                         "ir_per_call_with_transition": round(i / c + transition),
-                        "ir_per_request_with_transition": per_request(i + c * transition)}
+                        "ir_per_request_with_transition": per_request(i + c * transition),
+                        "per_call_breakdown": breakdown(prof, h, c, hint)}
                     for h, (c, i) in sorted(split["hosts"].items(), key=lambda kv: -kv[1][1])},
             }
             if host_calls != path_calls:
@@ -568,7 +650,7 @@ def print_report(report: dict) -> None:
         log(f"jwt_authn (native minus native-no-jwt): {report['jwt_authn_ir_per_request']:,} Ir/request")
     for n, r in L.items():
         vm = r.get("vm")
-        if not vm or not vm["host_functions"]:
+        if not vm:
             continue
         log(f"\n{n}: {vm['calls_into_vm_per_request']:.2f} calls into the VM per request; "
             f"inside the VM {vm['inside_vm_ir_per_request']:,} Ir/request = guest code "
@@ -576,6 +658,11 @@ def print_report(report: dict) -> None:
             f"({vm['host_calls_per_request']:.2f} calls, V8/proxy-wasm transition "
             f"{vm['host_call_transition_ir_per_call']:,} Ir per call); outside the VM "
             f"{vm['outside_vm_ir_per_request']:,}")
+        sp = vm["added_over_native_split"]
+        log(f"  added over native {r['added_over_native']:,} = proxy-wasm/V8 path of the "
+            f"{vm['vm_call_path_calls_per_request']:.2f} calls into the VM {sp['vm_call_path']:,} "
+            f"({vm['vm_call_path_ir_per_call']:,} per call) + guest code {sp['guest_code']:,} + "
+            f"host calls {sp['host_calls']:,} + other Envoy work {sp['other_envoy_work']:,}")
         log("  self Ir/request by kind of code: " + ", ".join(
             f"{k} {v:,}" for k, v in r["self_ir_per_request_by_class"].items() if v))
         log(f"  {'host function':<36} {'calls/req':>9} {'Ir/call':>8} {'+transition':>11} "
@@ -583,6 +670,15 @@ def print_report(report: dict) -> None:
         for h, c in vm["host_functions"].items():
             log(f"  {h:<36} {c['calls_per_request']:>9.2f} {c['ir_per_call']:>8,} "
                 f"{c['ir_per_call_with_transition']:>11,} {c['ir_per_request_with_transition']:>10,}")
+        for h, c in vm["host_functions"].items():
+            b = c["per_call_breakdown"]
+            if not b or c["ir_per_call"] < 2000:
+                continue
+            log(f"  {h}, per call: " + " > ".join(b["path"]) + f" (self {b['self']:,})")
+            for k in b["callees"]:
+                strings = (" (refers to " + ", ".join(repr(x) for x in k["strings"][:3]) + ")"
+                           if k.get("strings") else "")
+                log(f"      {k['ir']:>7,} Ir  {k['calls']:>5.2f}x  {k['function'][:100]}{strings}")
 
 
 if __name__ == "__main__":
