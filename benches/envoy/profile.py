@@ -56,6 +56,7 @@ from run import HarnessError, log  # noqa: E402
 
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("PROFILE_WARMUP", "300"))
+IDLE_SECONDS = 10.0
 ALL = ["native-no-jwt", *run.ALL_LISTENERS]
 LISTENERS = [n for n in ALL if n in ("native", "wasm-empty") or n in os.environ.get(
     "PROFILE_LISTENERS", ",".join(ALL)).split(",")]
@@ -145,6 +146,7 @@ class Profile:
     def __init__(self, path: Path):
         self.path = path
         self.total = 0
+        self.idle = 0.0  # the idle Envoy's instructions during this window (set later)
         self.self_ir: dict[tuple[str, str], int] = defaultdict(int)
         # (caller, callee) -> [calls, inclusive Ir of those calls]
         self.calls: dict[tuple[tuple[str, str], tuple[str, str]], list[int]] = {}
@@ -362,7 +364,9 @@ def main() -> int:
         send(conn, 0, WARMUP, tokens, name)
         before = set(glob.glob(str(PROF / f"callgrind.{pid}.out.*")))
         callgrind_control(pid, "--zero")
+        t_zero = time.monotonic()
         v2 = send(conn, WARMUP, REQUESTS, tokens, name)
+        window_s = time.monotonic() - t_zero
         callgrind_control(pid, f"--dump={name}")
         conn.close()
         dump = new_dump(before, pid)
@@ -374,16 +378,19 @@ def main() -> int:
         if not name.startswith("variant-") and not low <= share <= high:
             raise HarnessError(f"{name}: {share:.1%} of the mix went to v2 "
                                f"(expected {low:.0%}..{high:.0%})")
-        rows[name] = {"v2_share": round(share, 4)}
+        rows[name] = {"v2_share": round(share, 4), "window_seconds": round(window_s, 2)}
         log(f"  {name:<20} {WARMUP} + {REQUESTS} requests in {time.monotonic() - t1:5.0f} s"
             f"  ({share:.1%} to v2)")
 
-    # An idle window: what Envoy does with no requests (timers, V8's background
-    # threads), in instructions per second. Reported, not subtracted.
+    # An idle window: what Envoy does with no requests (timers, the filter's
+    # on_tick, V8's background threads), in instructions per second. It also runs
+    # during each listener's window, whose wall time depends on the machine's
+    # load, so it is subtracted: idle rate x the window's wall time.
     before = set(glob.glob(str(PROF / f"callgrind.{pid}.out.*")))
     callgrind_control(pid, "--zero")
-    idle_s = 5.0
-    time.sleep(idle_s)
+    t_zero = time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    idle_s = time.monotonic() - t_zero
     callgrind_control(pid, "--dump=idle")
     idle_final = PROF / "idle.callgrind.out"
     new_dump(before, pid).rename(idle_final)
@@ -398,6 +405,8 @@ def main() -> int:
     for leftover in glob.glob(str(PROF / f"callgrind.{pid}.out*")):
         os.remove(leftover)  # the dump at exit: only the shutdown
 
+    for name, prof in profiles.items():
+        prof.idle = idle_ir_per_s * rows[name]["window_seconds"]
     report = analyse(profiles, hosts, builtins, rows, symbolized)
     report.update({
         "envoy": version,
@@ -409,8 +418,9 @@ def main() -> int:
             "client": "one keep-alive HTTP/1.1 connection, sequential requests "
                       "(Python http.client), the same request numbers for every listener",
             "counted": "instructions (callgrind Ir) of all threads of the measured Envoy "
-                       "between callgrind_control --zero and --dump, divided by the "
-                       "requests sent",
+                       "between callgrind_control --zero and --dump, minus the idle "
+                       "Envoy's instructions per second x the window's wall time, "
+                       "divided by the requests sent",
             "valgrind": " ".join(valgrind),
             "wasm_bytes": filter_wasm.stat().st_size,
             "wasm_empty_bytes": empty_wasm.stat().st_size,
@@ -555,7 +565,7 @@ def string_hints(envoy: Path):
 def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows: dict,
             envoy: Path) -> dict:
     hint = string_hints(envoy)
-    per_req = {n: p.total / REQUESTS for n, p in profiles.items()}
+    per_req = {n: (p.total - p.idle) / REQUESTS for n, p in profiles.items()}
     native, empty = per_req["native"], per_req["wasm-empty"]
     empty_added = empty - native
     out: dict = {"listeners": {}}
@@ -578,6 +588,7 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
         row = {
             **rows.get(name, {}),
             "ir_per_request": round(per_req[name]),
+            "ir_per_request_with_idle": per_request(prof.total),
             "vs_native": round(per_req[name] / native, 4),
             "vs_wasm_empty": round(per_req[name] / empty, 4),
             "added_over_native": round(added),
@@ -601,7 +612,7 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
                                               - path_ir / REQUESTS),
                 },
                 "inside_vm_ir_per_request": per_request(into_ir),
-                "outside_vm_ir_per_request": per_request(prof.total - into_ir),
+                "outside_vm_ir_per_request": per_request(prof.total - prof.idle - into_ir),
                 "host_calls_per_request": round(path_calls / REQUESTS, 3),
                 "host_calls_ir_per_request": per_request(path_ir),
                 "host_call_transition_ir_per_call": round(transition),
@@ -631,7 +642,8 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
 def print_report(report: dict) -> None:
     L = report["listeners"]
     log(f"\nEnvoy instructions per request (callgrind Ir, all threads; {REQUESTS} requests "
-        f"per listener after {WARMUP} of warm-up)")
+        f"per listener after {WARMUP} of warm-up; minus the idle Envoy's "
+        f"{report['idle_ir_per_second']:,} Ir/s over each window)")
     head = (f"{'listener':<20} {'Ir/request':>11} {'÷ native':>9} {'÷ empty':>8} "
             f"{'added':>9} {'added ÷ empty added':>20} {'inside VM':>10} {'host calls':>11}")
     log(head)
