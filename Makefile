@@ -87,7 +87,7 @@ bench: envoy
 bench-profile: envoy
 	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
-	  python3 benches/envoy/profile.py
+	  python3 benches/envoy/callgrind_profile.py
 
 ## soak: steady load with a config push every 10 s (SOAK_SECONDS, default 120);
 ## RSS and Wasm memory must stay flat after warm-up. Not part of make test.

@@ -285,7 +285,6 @@ def virtual_functions(elf: Elf) -> dict[int, str]:
             if mt and m[off - 1] == 0:
                 typeinfo[where - 8] = m[off:mt.end() - 1]
     # vtables: [offset to top][-> typeinfo][functions...]
-    data_off = {s.name: s.offset - s.addr for s in elf.section_list}
     vtables: list[tuple[bytes, bool, list[int]]] = []
     for where, target in reloc.items():
         if target not in typeinfo or (where - 8) in reloc:
@@ -304,7 +303,6 @@ def virtual_functions(elf: Elf) -> dict[int, str]:
             slot += 8
         if fns:
             vtables.append((typeinfo[target], top == 0, fns))
-    del data_off
     mangled = sorted({cls for cls, _, _ in vtables})
     pretty = {c: c.decode() for c in mangled}
     cxxfilt = shutil.which("c++filt")

@@ -596,7 +596,7 @@ def start_envoy(label: str, envoy_bin: Path, make_config, port_names: list[str],
                 concurrency: int, wrapper: list[str] | None = None,
                 ready_timeout: float = 90) -> Envoy:
     """Start an Envoy (retrying on a port clash) and wait for /ready. `wrapper`
-    is put in front of the command line (profile.py: valgrind), and then the
+    is put in front of the command line (callgrind_profile.py: valgrind), and then the
     process's pid is the wrapper's."""
     for attempt in range(4):
         ports = dict(zip(["admin", *port_names], free_ports(1 + len(port_names))))

@@ -5,30 +5,34 @@ counted by valgrind's callgrind, and where the filter's instructions go.
 CPU time on the benchmark VMs drifts by 10-28 % between runs, which hides the
 few-µs differences that `make bench` compares. Instruction counts do not
 depend on the machine's load: the same requests to the same build give the same
-counts (to a fraction of a percent: timers and V8's background work are the only
-other activity), so they resolve the ratios between listeners.
+counts (three runs agreed within 0.07 %), so they resolve the ratios between
+listeners. BENCHMARKS.md ("Instruction counts") explains how to read them.
 
 What it does:
 - builds the filter and the empty module (run.py's build_modules);
-- writes a copy of the stripped Envoy with a symbol table (elfsyms.py): one
-  symbol per function from the unwind tables, V8's builtins, and the Proxy-Wasm
-  host functions by name; the code is byte-for-byte the same;
+- writes a copy of the stripped Envoy with a symbol table (elfsyms.py: functions
+  from the unwind tables, virtual functions from the RTTI, the Proxy-Wasm host
+  functions by name); the code is byte-for-byte the same;
 - starts the upstream Envoy natively and the measured Envoy (run.py's six
   listeners plus `native-no-jwt`, the native split without jwt_authn, which
-  prices jwt_authn) under `valgrind --tool=callgrind`, with instrumentation
-  switched on only once it is ready;
+  prices jwt_authn; plus BENCH_VARIANTS as in run.py) under `valgrind
+  --tool=callgrind`, with instrumentation switched on once it is ready;
 - per listener, on one keep-alive connection from a sequential HTTP/1.1 client:
-  PROFILE_WARMUP requests of the mix (not counted), then `callgrind_control
-  --zero`, PROFILE_REQUESTS requests of the mix (the same request numbers for
-  every listener), `callgrind_control --dump`;
-- parses each dump: instructions per request, per object, per function (self and
-  inclusive), the host calls (calls and instructions per call);
+  PROFILE_WARMUP requests of the mix (not counted), `callgrind_control --zero`,
+  PROFILE_REQUESTS requests of the mix (the same request numbers for every
+  listener), `callgrind_control --dump`; then an idle window, whose rate of
+  instructions per second is subtracted from each window by its wall time;
+- parses each dump: instructions per request; for the Wasm listeners the split
+  into proxy-wasm/V8's calls into the VM, guest code, host calls and other Envoy
+  work, and each host call's calls, instructions and callees;
 - prints the tables and writes target/bench/profile.json; the dumps stay in
   target/bench/profile/ for callgrind_annotate / kcachegrind.
 
 Environment: PROFILE_REQUESTS (2000), PROFILE_WARMUP (300), PROFILE_LISTENERS
-(comma list; default all), ENVOY_BIN, WASM, WASM_OPT_FLAGS (as for run.py),
-BENCH_SKIP_MAKE_WASM.
+(comma list; default all), BENCH_VARIANTS, ENVOY_BIN, WASM, WASM_OPT_FLAGS (as
+for run.py), BENCH_SKIP_MAKE_WASM.
+Exit status: 0 when it ran, 1 when the harness failed (a build, an Envoy or
+valgrind that would not start, a listener that routes wrongly).
 
 Python 3.11 standard library only (plus valgrind on PATH).
 """
@@ -42,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
