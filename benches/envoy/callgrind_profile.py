@@ -39,6 +39,7 @@ Python 3.11 standard library only (plus valgrind on PATH).
 
 from __future__ import annotations
 
+import functools
 import glob
 import http.client
 import json
@@ -68,9 +69,13 @@ LISTENERS = [n for n in ALL if n in ("native", "wasm-empty") or n in os.environ.
 LISTENERS += [n for n in run.LISTENERS if n.startswith("variant-")]
 
 
+@functools.cache
 def is_wasm_listener(name: str) -> bool:
-    return name in ("wasm-empty", "canary-router", "canary-router-large") or \
-        name.startswith("variant-")
+    """Whether the listener runs a Wasm filter (from run.py's config for it)."""
+    if name == "native-no-jwt":
+        return False
+    filters, _ = run.listener_filters(name, Path("filter.wasm"), Path("empty.wasm"))
+    return any(f["name"] == "envoy.filters.http.wasm" for f in filters)
 PROF = run.OUT / "profile"
 RESULT = run.OUT / "profile.json"
 
