@@ -77,6 +77,18 @@ bench: envoy
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/run.py
 
+## bench-profile: Envoy's instructions per request per listener, counted by valgrind's
+## callgrind (deterministic, unlike CPU time on a noisy VM), and where the filter's
+## instructions go: inside/outside the Wasm VM, each host call (BENCHMARKS.md,
+## "Instruction counts"). Installs valgrind (Debian package) when missing. Writes
+## target/bench/profile.json and the callgrind dumps in target/bench/profile/.
+## Knobs: PROFILE_REQUESTS=2000 PROFILE_WARMUP=300 PROFILE_LISTENERS. About 2 minutes.
+.PHONY: bench-profile
+bench-profile: envoy
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
+	  python3 benches/envoy/callgrind_profile.py
+
 ## soak: steady load with a config push every 10 s (SOAK_SECONDS, default 120);
 ## RSS and Wasm memory must stay flat after warm-up. Not part of make test.
 .PHONY: soak

@@ -605,8 +605,11 @@ class Envoy:
 
 
 def start_envoy(label: str, envoy_bin: Path, make_config, port_names: list[str],
-                concurrency: int) -> Envoy:
-    """Start an Envoy (retrying on a port clash) and wait for /ready."""
+                concurrency: int, wrapper: list[str] | None = None,
+                ready_timeout: float = 90) -> Envoy:
+    """Start an Envoy (retrying on a port clash) and wait for /ready. `wrapper`
+    is put in front of the command line (callgrind_profile.py: valgrind), and then the
+    process's pid is the wrapper's."""
     for attempt in range(4):
         ports = dict(zip(["admin", *port_names], free_ports(1 + len(port_names))))
         cfg_path = OUT / f"{label}.json"
@@ -617,10 +620,11 @@ def start_envoy(label: str, envoy_bin: Path, make_config, port_names: list[str],
         _next_base_id[0] += 1
         base_id = (os.getpid() % 100_000) * 100 + _next_base_id[0]
         t0 = time.monotonic()
-        proc = spawn([str(envoy_bin), "-c", str(cfg_path), "--concurrency", str(concurrency),
-                      "--base-id", str(base_id), "--log-level", "warn"], logfile)
+        proc = spawn([*(wrapper or []), str(envoy_bin), "-c", str(cfg_path),
+                      "--concurrency", str(concurrency), "--base-id", str(base_id),
+                      "--log-level", "warn"], logfile)
         env = Envoy(label, proc, ports["admin"], ports, logfile)
-        deadline = t0 + 90
+        deadline = t0 + ready_timeout
         while True:
             if proc.poll() is not None:
                 text = logfile.read_text(errors="replace")
@@ -640,7 +644,7 @@ def start_envoy(label: str, envoy_bin: Path, make_config, port_names: list[str],
                 pass
             if time.monotonic() > deadline:
                 stop(proc)
-                raise HarnessError(f"Envoy '{label}' not ready in 90 s; log {logfile}:\n"
+                raise HarnessError(f"Envoy '{label}' not ready in {ready_timeout:g} s; log {logfile}:\n"
                                    f"{env.log_tail()}")
             time.sleep(0.01)
     raise HarnessError(f"Envoy '{label}': no free ports after 4 attempts")
