@@ -1,7 +1,5 @@
 //! Validation and compilation of a parsed configuration into a [`Router`].
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 
 use super::reader::Object;
@@ -14,7 +12,7 @@ use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::router::{Mode, Router, StickyKey};
 use crate::rules::{Operator, Rule, RuleSet, Source};
-use crate::slots::Slots;
+use crate::slots::{FastMap, Slots};
 
 pub const MAX_SUBSETS: usize = 16;
 pub const DEFAULT_HEADER: &str = "x-canary-subset";
@@ -108,7 +106,9 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         }
     };
 
-    let mut rule_names = HashSet::new();
+    // The crate's one map type (see `Slots`): std's HashSet would add SipHash and
+    // std's random seeding to the .wasm.
+    let mut rule_names: FastMap<Box<[u8]>, usize> = FastMap::default();
     let rule_list = top.list("rules")?;
     let mut rules = Vec::with_capacity(rule_list.len());
     for (path, rule) in rule_list {
@@ -120,7 +120,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
                 format!("{name:?} is not a valid rule name (want {NAME_PATTERN})"),
             ));
         }
-        if !rule_names.insert(name) {
+        if rule_names.insert(name.as_bytes().into(), 0).is_some() {
             return Err(ConfigError::new(
                 rule.path("name"),
                 format!("duplicate rule name {name:?}"),
