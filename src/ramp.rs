@@ -90,9 +90,16 @@ pub fn share_rest(base: &[u16], subset: usize, weight_bp: u16) -> Vec<u16> {
             *o = share as u16;
         }
     }
-    // Largest remainders first; on ties the earlier subset.
-    remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    for (_, i) in remainders.into_iter().take((rest - given) as usize) {
+    // Largest remainders first; on ties the earlier subset. Picked one by one
+    // (at most 15 others) rather than sorted: a sort instance costs ~5 KiB of .wasm.
+    for _ in 0..rest - given {
+        let best = remainders
+            .iter()
+            .enumerate()
+            .max_by(|(_, a), (_, b)| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|(at, _)| at);
+        let Some(at) = best else { break };
+        let (_, i) = remainders.swap_remove(at);
         if let Some(o) = out.get_mut(i) {
             *o += 1;
         }
@@ -280,6 +287,62 @@ mod tests {
         assert_eq!(w[2], 1);
         // No weight elsewhere: the rest goes to the first other subset.
         assert_eq!(share_rest(&[0, 0, 10000], 2, 2500), vec![7500, 0, 2500]);
+    }
+
+    /// The largest-remainder shares as first written, with a sort.
+    fn share_rest_sorted(base: &[u16], subset: usize, weight_bp: u16) -> Vec<u16> {
+        let rest = u64::from(BUCKETS.saturating_sub(weight_bp));
+        let others: u64 = base
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != subset)
+            .map(|(_, w)| u64::from(*w))
+            .sum();
+        if others == 0 {
+            return share_rest(base, subset, weight_bp);
+        }
+        let mut out = vec![0u16; base.len()];
+        out[subset] = weight_bp;
+        let mut remainders = Vec::new();
+        let mut given = 0;
+        for (i, w) in base.iter().enumerate().filter(|(i, _)| *i != subset) {
+            let exact = rest * u64::from(*w);
+            given += exact / others;
+            out[i] = (exact / others) as u16;
+            remainders.push((exact % others, i));
+        }
+        remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, i) in remainders.into_iter().take((rest - given) as usize) {
+            out[i] += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn remainders_go_where_a_sort_would_send_them() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        for _ in 0..20_000 {
+            let n = 2 + (rng.next_u64() % 15) as usize;
+            let mut base: Vec<u16> = (0..n).map(|_| (rng.next_u64() % 50) as u16).collect();
+            // Many ties: small weights, often equal.
+            let sum: u64 = base.iter().map(|&w| u64::from(w)).sum();
+            if sum == 0 {
+                continue;
+            }
+            let mut left = 10_000u64;
+            for w in base.iter_mut() {
+                *w = (u64::from(*w) * 10_000 / sum) as u16;
+                left -= u64::from(*w);
+            }
+            base[0] += left as u16;
+            let subset = (rng.next_u64() % n as u64) as usize;
+            let weight = (rng.next_u64() % 10_001) as u16;
+            assert_eq!(
+                share_rest(&base, subset, weight),
+                share_rest_sorted(&base, subset, weight),
+                "{base:?} {subset} {weight}"
+            );
+        }
     }
 
     #[test]
