@@ -58,7 +58,7 @@ pub fn bearer_payload(token: &[u8]) -> Option<serde_json::Map<String, Value>> {
 /// The JSON object jwt_authn forwards in `forward_payload_header` (base64url,
 /// padded or not), or `None` for anything else.
 pub fn forwarded_payload(value: &[u8]) -> Option<serde_json::Map<String, Value>> {
-    match serde_json::from_slice(&base64url_decode(value)?).ok()? {
+    match crate::json::from_slice(&base64url_decode(value)?).ok()? {
         Value::Object(map) => Some(map),
         _ => None,
     }

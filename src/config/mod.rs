@@ -31,7 +31,7 @@ pub fn parse(bytes: &[u8]) -> Result<serde_json::Value, ConfigError> {
             "configuration is empty; want a JSON object with at least \"subsets\"",
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let value = crate::json::from_slice(bytes)
         .map_err(|e| ConfigError::new("(root)", format!("invalid JSON: {e}")))?;
     if !value.is_object() {
         return Err(ConfigError::new(
