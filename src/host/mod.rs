@@ -134,7 +134,8 @@ impl RootContext for CanaryRoot {
         let took_ms = started
             .zip(hostcalls::get_current_time().ok())
             .and_then(|(a, b)| b.duration_since(a).ok())
-            .map_or(0, |d| d.as_millis());
+            // As u64: formatting a u128 would add core's u128 printer (~3 KiB).
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         info!(
             "canary-router: configured in {took_ms} ms: subsets {}, {} rule(s), {} sticky key(s), header {}",
             router
