@@ -64,13 +64,7 @@ impl<'a> Object<'a> {
             let expected = match fields {
                 [one] => format!("`{one}`"),
                 [a, b] => format!("`{a}` or `{b}`"),
-                many => format!(
-                    "one of {}",
-                    many.iter()
-                        .map(|f| format!("`{f}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                many => format!("one of `{}`", many.join("`, `")),
             };
             // A user's key is printed escaped unless it is a plain name: a
             // newline in it must not split (or forge) the one log line.

@@ -133,6 +133,8 @@ fn one_line_errors_name_the_field() {
             "config: subsets[1].name: duplicate subset \"v1\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"default_subset":"v3"}"#,
             "config: default_subset: \"v3\" is not a listed subset (have v1)"),
+        (r#"{"subsets":[{"name":"v1","weight":50},{"name":"v2","weight":25},{"name":"v4","weight":25}],"default_subset":"v3"}"#,
+            "config: default_subset: \"v3\" is not a listed subset (have v1, v2, v4)"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"header":"bad header"}"#,
             "config: header: \"bad header\" is not a valid HTTP header name"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"metrics_prefix":"a..b"}"#,
