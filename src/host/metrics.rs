@@ -33,58 +33,49 @@ impl fmt::Display for DefineError {
     }
 }
 
-fn counter(name: &str) -> Result<u32, DefineError> {
-    hostcalls::define_metric(MetricType::Counter, name).map_err(|status| DefineError {
+fn define(kind: MetricType, name: &str) -> Result<u32, DefineError> {
+    hostcalls::define_metric(kind, name).map_err(|status| DefineError {
         name: name.to_owned(),
         status,
     })
 }
 
+/// One metric per name, in order. A loop, not `collect::<Result<..>>()`: each
+/// such collect is an iterator adapter instance of its own in the .wasm.
+fn define_all(kind: MetricType, names: &[String]) -> Result<Vec<u32>, DefineError> {
+    let mut ids = Vec::with_capacity(names.len());
+    for name in names {
+        ids.push(define(kind, name)?);
+    }
+    Ok(ids)
+}
+
 fn counters(names: &[String]) -> Result<Vec<u32>, DefineError> {
-    names.iter().map(|n| counter(n)).collect()
+    define_all(MetricType::Counter, names)
+}
+
+/// A row of counters per subset.
+fn counter_rows(rows: &[Vec<String>]) -> Result<Vec<Vec<u32>>, DefineError> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        ids.push(counters(row)?);
+    }
+    Ok(ids)
 }
 
 impl MetricIds {
     pub fn define(names: &MetricNames, ramp: bool) -> Result<MetricIds, DefineError> {
         Ok(MetricIds {
-            requests: names
-                .requests
-                .iter()
-                .map(|row| counters(row))
-                .collect::<Result<_, _>>()?,
-            shadow_requests: names
-                .shadow_requests
-                .iter()
-                .map(|row| counters(row))
-                .collect::<Result<_, _>>()?,
+            requests: counter_rows(&names.requests)?,
+            shadow_requests: counter_rows(&names.shadow_requests)?,
             rule_matches: counters(&names.rule_matches)?,
-            wasm_memory: hostcalls::define_metric(MetricType::Gauge, &names.wasm_memory).map_err(
-                |status| DefineError {
-                    name: names.wasm_memory.clone(),
-                    status,
-                },
-            )?,
+            wasm_memory: define(MetricType::Gauge, &names.wasm_memory)?,
             weight_bp: if ramp {
-                names
-                    .weight_bp
-                    .iter()
-                    .map(|n| {
-                        hostcalls::define_metric(MetricType::Gauge, n).map_err(|status| {
-                            DefineError {
-                                name: n.clone(),
-                                status,
-                            }
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
+                define_all(MetricType::Gauge, &names.weight_bp)?
             } else {
                 Vec::new()
             },
-            responses: names
-                .responses
-                .iter()
-                .map(|row| counters(row))
-                .collect::<Result<_, _>>()?,
+            responses: counter_rows(&names.responses)?,
         })
     }
 
