@@ -78,18 +78,20 @@ pub fn compile(config: &Value) -> Result<Loaded> {
 
     let (sticky_keys, seed, pin) = match top.object("sticky", &["keys", "seed", "pin_cookie"])? {
         None => (Vec::new(), String::new(), None),
-        Some(sticky) => (
-            sticky
-                .list("keys")?
-                .iter()
-                .map(|(path, key)| sticky_key(key, path, &mut slots))
-                .collect::<Result<Vec<_>>>()?,
-            sticky.string("seed")?.unwrap_or_default().to_owned(),
-            sticky
-                .object("pin_cookie", PIN_FIELDS)?
-                .map(|p| pin_cookie(&p, &mut slots))
-                .transpose()?,
-        ),
+        Some(sticky) => {
+            let mut keys = Vec::new();
+            for (path, key) in sticky.list("keys")? {
+                keys.push(sticky_key(key, &path, &mut slots)?);
+            }
+            (
+                keys,
+                sticky.string("seed")?.unwrap_or_default().to_owned(),
+                sticky
+                    .object("pin_cookie", PIN_FIELDS)?
+                    .map(|p| pin_cookie(&p, &mut slots))
+                    .transpose()?,
+            )
+        }
     };
     let decision_header = top
         .string("decision_header")?

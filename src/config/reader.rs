@@ -157,11 +157,12 @@ impl<'a> Object<'a> {
         if self.get(key).is_none() {
             return Ok(None);
         }
-        self.list(key)?
-            .iter()
-            .map(|(path, v)| as_str(v, path))
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
+        let list = self.list(key)?;
+        let mut strings = Vec::with_capacity(list.len());
+        for (path, v) in &list {
+            strings.push(as_str(v, path)?);
+        }
+        Ok(Some(strings))
     }
 
     /// An optional nested object.
