@@ -81,40 +81,42 @@ impl MetricNames {
 }
 
 impl MetricNames {
+    // Plain loops: each `map(..).collect()` here was an iterator instance of its
+    // own in the .wasm.
     pub fn new(prefix: &str, subsets: &[String], rules: &[String]) -> MetricNames {
         let requests = |scope: &str| -> Vec<Vec<String>> {
-            subsets
-                .iter()
-                .map(|s| {
-                    Reason::ALL
-                        .iter()
-                        .map(|r| format!("{scope}subset.{s}.reason.{}.requests", r.as_str()))
-                        .collect()
-                })
-                .collect()
+            let mut rows = Vec::with_capacity(subsets.len());
+            for s in subsets {
+                let mut row = Vec::with_capacity(Reason::ALL.len());
+                for r in Reason::ALL {
+                    row.push(format!("{scope}subset.{s}.reason.{}.requests", r.as_str()));
+                }
+                rows.push(row);
+            }
+            rows
         };
+        let mut weight_bp = Vec::with_capacity(subsets.len());
+        let mut responses = Vec::with_capacity(subsets.len());
+        for s in subsets {
+            weight_bp.push(format!("{prefix}.subset.{s}.weight_bp"));
+            let mut row = Vec::with_capacity(ResponseClass::ALL.len());
+            for c in ResponseClass::ALL {
+                row.push(format!("{prefix}.subset.{s}.responses.{}", c.as_str()));
+            }
+            responses.push(row);
+        }
+        let mut rule_matches = Vec::with_capacity(rules.len());
+        for r in rules {
+            rule_matches.push(format!("{prefix}.rule.{r}.matches"));
+        }
         MetricNames {
             prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
-            weight_bp: subsets
-                .iter()
-                .map(|s| format!("{prefix}.subset.{s}.weight_bp"))
-                .collect(),
+            weight_bp,
             requests: requests(&format!("{prefix}.")),
             shadow_requests: requests(&format!("{prefix}.shadow.")),
-            rule_matches: rules
-                .iter()
-                .map(|r| format!("{prefix}.rule.{r}.matches"))
-                .collect(),
-            responses: subsets
-                .iter()
-                .map(|s| {
-                    ResponseClass::ALL
-                        .iter()
-                        .map(|c| format!("{prefix}.subset.{s}.responses.{}", c.as_str()))
-                        .collect()
-                })
-                .collect(),
+            rule_matches,
+            responses,
         }
     }
 }
