@@ -178,7 +178,10 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .map(|b| compile_brake(&b, &subsets, default_subset))
         .transpose()?;
 
-    let rule_name_list: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+    let mut rule_name_list = Vec::with_capacity(rules.len());
+    for rule in &rules {
+        rule_name_list.push(rule.name.clone());
+    }
     let router = Router {
         split: Split::new(&weights_bp, &seed),
         metrics: MetricNames::new(&metrics_prefix, &subsets, &rule_name_list),
@@ -390,7 +393,10 @@ fn compile_jwt(jwt: Option<Object>) -> Result<JwtSource> {
 }
 
 fn claim_path(name: &str, path: &str) -> Result<Vec<String>> {
-    let segments: Vec<String> = name.split('.').map(str::to_owned).collect();
+    let mut segments = Vec::new();
+    for segment in name.split('.') {
+        segments.push(segment.to_owned());
+    }
     if segments.iter().any(String::is_empty) {
         return Err(ConfigError::new(
             path,
@@ -662,5 +668,12 @@ fn compile_operator(operand: &Object) -> Result<Operator> {
 }
 
 fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut line = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    line
 }

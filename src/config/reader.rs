@@ -145,11 +145,11 @@ impl<'a> Object<'a> {
         let Value::Array(items) = value else {
             return Err(wrong_type(&path, value, "a list"));
         };
-        Ok(items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("{path}[{i}]"), v))
-            .collect())
+        let mut list = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().enumerate() {
+            list.push((format!("{path}[{i}]"), v));
+        }
+        Ok(list)
     }
 
     /// An optional list of strings.
@@ -174,10 +174,13 @@ impl<'a> Object<'a> {
 
     /// Which of the mutually exclusive `keys` are set, in `keys` order.
     pub fn present(&self, keys: &[&'static str]) -> Vec<&'static str> {
-        keys.iter()
-            .copied()
-            .filter(|k| self.get(k).is_some())
-            .collect()
+        let mut present = Vec::new();
+        for &k in keys {
+            if self.get(k).is_some() {
+                present.push(k);
+            }
+        }
+        present
     }
 
     /// The one set key of `keys`, or an error naming what was found.
