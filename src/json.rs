@@ -13,9 +13,13 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
-/// A syntax error, printed as serde_json prints it.
+/// A syntax error, printed as serde_json prints it. Boxed, like serde_json's:
+/// every `Result<Value>` stays as small as a `Value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
+pub struct Error(Box<Position>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Position {
     code: &'static str,
     line: usize,
     column: usize,
@@ -23,11 +27,8 @@ pub struct Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} at line {} column {}",
-            self.code, self.line, self.column
-        )
+        let Position { code, line, column } = &*self.0;
+        write!(f, "{code} at line {line} column {column}")
     }
 }
 
@@ -110,11 +111,11 @@ impl Reader<'_> {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        Error {
+        Error(Box::new(Position {
             code,
             line: 1 + before.iter().filter(|&&b| b == b'\n').count(),
             column: at - line_start,
-        }
+        }))
     }
 
     /// An error caused by the byte just read.
@@ -265,12 +266,11 @@ impl Reader<'_> {
         let mut bytes = Vec::new();
         let mut start = self.index;
         loop {
-            while let Some(b) = self.peek() {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.index += 1;
-            }
+            let rest = self.input.get(self.index..).unwrap_or_default();
+            self.index += rest
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(rest.len());
             let chunk = self.input.get(start..self.index).unwrap_or_default();
             match self.peek() {
                 None => return Err(self.error(EOF_STRING)),
@@ -281,7 +281,7 @@ impl Reader<'_> {
                         // At the first invalid byte, counted back from the quote.
                         let invalid = e.as_bytes().len() - e.utf8_error().valid_up_to();
                         let mut error = self.error(INVALID_UNICODE);
-                        error.column = error.column.saturating_sub(invalid);
+                        error.0.column = error.0.column.saturating_sub(invalid);
                         error
                     });
                 }
