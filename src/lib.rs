@@ -14,6 +14,7 @@ pub mod config;
 pub mod cookie;
 pub mod decide;
 pub mod hash;
+pub mod header_map;
 pub mod json;
 pub mod metrics;
 pub mod pin;
