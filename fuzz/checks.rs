@@ -1170,11 +1170,11 @@ fn parse_input(data: &[u8]) -> Input {
     input
 }
 
-fn request<'r>(router: &'r Router, input: &Input) -> Request<'r, JsonClaims> {
+fn request<'r>(router: &'r Router, input: &'r Input) -> Request<'r, JsonClaims> {
     let headers = if input.broken {
         Err(LookupError)
     } else {
-        Ok(input.headers.clone())
+        Ok(input.headers.as_slice())
     };
     Request::new(
         &router.slots,

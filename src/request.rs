@@ -7,6 +7,7 @@
 //! [`ClaimSource`] for verified JWT claims, the only other host read. Everything
 //! here is plain Rust, so the whole request side is tested natively.
 
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::claims::{self, Claim, Payload};
@@ -50,7 +51,44 @@ pub trait ClaimSource {
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
 pub type HeaderList = Vec<(String, Vec<u8>)>;
 
-/// One request as the decision sees it.
+/// Slots held inside the request itself: most configurations read a few
+/// headers and cookies, so a request then allocates nothing for them.
+const INLINE_SLOTS: usize = 8;
+
+/// One value per slot, for one request: inline up to [`INLINE_SLOTS`] slots,
+/// on the heap beyond.
+enum SlotValues<T> {
+    Inline([T; INLINE_SLOTS]),
+    Heap(Vec<T>),
+}
+
+impl<T: Default> SlotValues<T> {
+    fn new(count: usize) -> Self {
+        if count <= INLINE_SLOTS {
+            SlotValues::Inline(Default::default())
+        } else {
+            SlotValues::Heap(std::iter::repeat_with(T::default).take(count).collect())
+        }
+    }
+
+    fn get(&self, slot: usize) -> Option<&T> {
+        match self {
+            SlotValues::Inline(values) => values.get(slot),
+            SlotValues::Heap(values) => values.get(slot),
+        }
+    }
+
+    fn get_mut(&mut self, slot: usize) -> Option<&mut T> {
+        match self {
+            SlotValues::Inline(values) => values.get_mut(slot),
+            SlotValues::Heap(values) => values.get_mut(slot),
+        }
+    }
+}
+
+/// One request as the decision sees it. Header and cookie values are borrowed
+/// from the host's header list, which must outlive it; only a repeated header
+/// (joined with `,`) is copied.
 pub struct Request<'r, C> {
     slots: &'r Slots,
     jwt: &'r JwtSource,
@@ -58,13 +96,13 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
-    headers: Vec<Option<Vec<u8>>>,
-    cookies: Vec<Option<Vec<u8>>>,
+    headers: SlotValues<Option<Cow<'r, [u8]>>>,
+    cookies: SlotValues<Option<&'r [u8]>>,
     claim_values: Vec<OnceCell<Option<Claim>>>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
     /// The authorization header, kept for `unverified_bearer` only.
-    authorization: Option<Vec<u8>>,
+    authorization: Option<&'r [u8]>,
 }
 
 impl<'r, C: ClaimSource> Request<'r, C> {
@@ -73,15 +111,15 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         slots: &'r Slots,
         jwt: &'r JwtSource,
         claims: C,
-        headers: Result<HeaderList, LookupError>,
+        headers: Result<&'r [(String, Vec<u8>)], LookupError>,
     ) -> Self {
         let mut request = Request {
             slots,
             jwt,
             claims,
             listed: headers.is_ok(),
-            headers: vec![None; slots.header_count()],
-            cookies: vec![None; slots.cookie_count()],
+            headers: SlotValues::new(slots.header_count()),
+            cookies: SlotValues::new(slots.cookie_count()),
             claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
             payload: OnceCell::new(),
             authorization: None,
@@ -89,18 +127,19 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         let wants_bearer = *jwt == JwtSource::UnverifiedBearer;
         for (name, value) in headers.unwrap_or_default() {
             if name == "cookie" && slots.cookie_count() > 0 {
-                request.index_cookies(&value);
+                request.index_cookies(value);
             }
             if wants_bearer && name == "authorization" {
-                request.authorization = Some(value.clone());
+                request.authorization = Some(value);
             }
-            if let Some(slot) = request.slots.header_slot(&name) {
+            if let Some(slot) = slots.header_slot(name) {
                 if let Some(entry) = request.headers.get_mut(slot) {
                     match entry {
-                        None => *entry = Some(value),
+                        None => *entry = Some(Cow::Borrowed(value)),
                         Some(joined) => {
+                            let joined = joined.to_mut();
                             joined.push(b',');
-                            joined.extend_from_slice(&value);
+                            joined.extend_from_slice(value);
                         }
                     }
                 }
@@ -109,12 +148,12 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         request
     }
 
-    fn index_cookies(&mut self, header_value: &[u8]) {
+    fn index_cookies(&mut self, header_value: &'r [u8]) {
         for (name, value) in cookie::pairs(header_value) {
             if let Some(slot) = self.slots.cookie_slot(name) {
                 // The first occurrence of a name wins.
                 if let Some(entry @ None) = self.cookies.get_mut(slot) {
-                    *entry = Some(value.to_vec());
+                    *entry = Some(value);
                 }
             }
         }
@@ -138,7 +177,6 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             JwtSource::UnverifiedBearer => {
                 self.listed()?;
                 self.authorization
-                    .as_deref()
                     .and_then(claims::bearer_token)
                     .and_then(claims::bearer_payload)
                     .map(Payload::Json)
@@ -156,7 +194,7 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
 
     fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
-        Ok(self.cookies.get(slot).and_then(|v| v.as_deref()))
+        Ok(self.cookies.get(slot).copied().flatten())
     }
 
     fn claim(&self, slot: usize) -> Lookup<&Claim> {
@@ -217,22 +255,56 @@ mod tests {
     #[test]
     fn repeated_headers_join_with_commas() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
-        let r = Request::new(
-            &s,
-            &jwt,
-            JsonClaims(None),
-            Ok(list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")])),
-        );
+        let headers = list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
         assert_eq!(r.header(0), Ok(Some(&b"1,3"[..])));
         assert_eq!(r.header(1), Ok(Some(&b"2"[..])));
         assert_eq!(r.header(7), Ok(None));
     }
 
     #[test]
+    fn past_the_inline_slots_values_read_the_same() {
+        let mut s = Slots::default();
+        for i in 0..INLINE_SLOTS + 4 {
+            s.intern_header(&format!("x-h{i}"));
+            s.intern_cookie(&format!("c{i}"));
+        }
+        let jwt = JwtSource::UnverifiedBearer;
+        let headers = list(&[
+            ("x-h1", b"a"),
+            ("x-h10", b"b"),
+            ("cookie", b"c11=z; c0=y"),
+            ("x-h10", b"c"),
+        ]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!(r.header(1), Ok(Some(&b"a"[..])));
+        assert_eq!(r.header(10), Ok(Some(&b"b,c"[..])));
+        assert_eq!(r.header(11), Ok(None));
+        assert_eq!(r.header(INLINE_SLOTS + 4), Ok(None));
+        assert_eq!(r.cookie(11), Ok(Some(&b"z"[..])));
+        assert_eq!(r.cookie(0), Ok(Some(&b"y"[..])));
+        assert_eq!(r.cookie(9), Ok(None));
+    }
+
+    #[test]
+    fn values_are_borrowed_from_the_header_list() {
+        let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
+        let headers = list(&[("x-a", b"1"), ("cookie", b"beta=yes")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        let in_list = |v: &[u8]| {
+            headers
+                .iter()
+                .any(|(_, h)| h.as_ptr_range().contains(&v.as_ptr()))
+        };
+        assert!(in_list(r.header(0).unwrap().unwrap()));
+        assert!(in_list(r.cookie(0).unwrap().unwrap()));
+    }
+
+    #[test]
     fn cookies_across_several_headers_first_wins() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
         let headers = list(&[("cookie", b"a=1; beta=no"), ("cookie", b"beta=yes; c=3")]);
-        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(headers));
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
         assert_eq!(r.cookie(0), Ok(Some(&b"no"[..])));
         assert_eq!(r.cookie(1), Ok(Some(&b"3"[..])));
     }
@@ -265,7 +337,7 @@ mod tests {
             metadata_key: "payload".into(),
         };
         let source = Counting(Cell::new(0));
-        let r = Request::new(&s, &jwt, &source, Ok(Vec::new()));
+        let r = Request::new(&s, &jwt, &source, Ok(&[]));
         assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
         assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
         assert_eq!(r.claim(1), Ok(None));
