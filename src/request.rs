@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 
-use crate::claims::{self, Claim, Payload};
+use crate::claims::{self, ClaimRef, Payload};
 use crate::cookie;
 use crate::slots::Slots;
 
@@ -26,8 +26,8 @@ pub trait RequestView {
     fn header(&self, slot: usize) -> Lookup<&[u8]>;
     /// A cookie's value (first occurrence over all `cookie` headers).
     fn cookie(&self, slot: usize) -> Lookup<&[u8]>;
-    /// A JWT claim, from the configured claim source.
-    fn claim(&self, slot: usize) -> Lookup<&Claim>;
+    /// A JWT claim, from the configured claim source, borrowed from its payload.
+    fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>>;
     /// Whether the request carries claims at all (a verified or decodable token),
     /// so that "this claim is absent" can be told from "there is no token".
     fn has_claims(&self) -> Result<bool, LookupError>;
@@ -98,7 +98,6 @@ pub struct Request<'r, C> {
     listed: bool,
     headers: SlotValues<Option<Cow<'r, [u8]>>>,
     cookies: SlotValues<Option<&'r [u8]>>,
-    claim_values: Vec<OnceCell<Option<Claim>>>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
     /// The authorization header, kept for `unverified_bearer` only.
@@ -120,7 +119,6 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             listed: headers.is_ok(),
             headers: SlotValues::new(slots.header_count()),
             cookies: SlotValues::new(slots.cookie_count()),
-            claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
             payload: OnceCell::new(),
             authorization: None,
         };
@@ -197,17 +195,15 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         Ok(self.cookies.get(slot).copied().flatten())
     }
 
-    fn claim(&self, slot: usize) -> Lookup<&Claim> {
-        let Some(cell) = self.claim_values.get(slot) else {
+    fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
+        if slot >= self.slots.claim_count() {
             return Ok(None);
-        };
-        if let Some(claim) = cell.get() {
-            return Ok(claim.as_ref());
         }
-        let claim = self
+        // Looked up in the payload on every read: a walk over a few keys in
+        // place, cheaper than keeping a copy of each claim per request.
+        Ok(self
             .payload()?
-            .and_then(|p| p.claim(self.slots.claim_path(slot)));
-        Ok(cell.get_or_init(|| claim).as_ref())
+            .and_then(|p| p.claim_ref(self.slots.claim_path(slot))))
     }
 
     fn has_claims(&self) -> Result<bool, LookupError> {
@@ -338,8 +334,9 @@ mod tests {
         };
         let source = Counting(Cell::new(0));
         let r = Request::new(&s, &jwt, &source, Ok(&[]));
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        let alice = ClaimRef::Scalar("alice".into());
+        assert_eq!(r.claim(0), Ok(Some(alice.clone())));
+        assert_eq!(r.claim(0), Ok(Some(alice)));
         assert_eq!(r.claim(1), Ok(None));
         assert_eq!(source.0.get(), 1, "one host read per request");
         assert_eq!(r.has_claims(), Ok(true));

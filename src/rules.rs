@@ -4,7 +4,7 @@
 //! lowercased, claim paths split, `in` lists turned into hash sets (O(1) per
 //! request whatever their size), regexes compiled and anchored for a full match.
 
-use crate::claims::Claim;
+use crate::claims::ClaimRef;
 use crate::request::{LookupError, RequestView};
 use crate::slots::ByteSet;
 
@@ -57,7 +57,7 @@ impl Rule {
                 if claim.is_none() && !request.has_claims()? {
                     return Ok(false);
                 }
-                self.on_claim(claim)
+                self.on_claim(claim.as_ref())
             }
         })
     }
@@ -71,20 +71,20 @@ impl Rule {
         }
     }
 
-    fn on_claim(&self, claim: Option<&Claim>) -> bool {
+    fn on_claim(&self, claim: Option<&ClaimRef<'_>>) -> bool {
         match (&self.operator, claim) {
             (Operator::Present(wanted), claim) => claim.is_some() == *wanted,
-            (_, None | Some(Claim::Object)) => false,
-            (Operator::Contains(token), Some(Claim::List(items))) => {
-                items.iter().any(|i| i.as_bytes() == &**token)
+            (_, None | Some(ClaimRef::Object)) => false,
+            (Operator::Contains(token), Some(ClaimRef::List(list))) => {
+                list.items().any(|i| i.as_bytes() == &**token)
             }
-            (Operator::Contains(token), Some(Claim::Scalar(s))) => {
+            (Operator::Contains(token), Some(ClaimRef::Scalar(s))) => {
                 tokens(s.as_bytes()).any(|t| t == &**token)
             }
             // A list claim matches a scalar operator when any element does
             // (Istio's semantics for `request.auth.claims`).
-            (op, Some(Claim::List(items))) => items.iter().any(|i| compare(op, i.as_bytes())),
-            (op, Some(Claim::Scalar(s))) => compare(op, s.as_bytes()),
+            (op, Some(ClaimRef::List(list))) => list.items().any(|i| compare(op, i.as_bytes())),
+            (op, Some(ClaimRef::Scalar(s))) => compare(op, s.as_bytes()),
         }
     }
 }
