@@ -33,11 +33,12 @@ impl Claim {
 
 /// A claim as the matchers see it, borrowed from the payload it was found in:
 /// reading one copies nothing unless a number has to be printed (or invalid
-/// UTF-8 replaced) to give its text.
+/// UTF-8 replaced) to give its text. Texts are UTF-8, kept as the bytes the
+/// matchers compare.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimRef<'a> {
     /// A string, or a number or boolean in its JSON text (`42`, `1.5`, `true`).
-    Scalar(Cow<'a, str>),
+    Scalar(Cow<'a, [u8]>),
     /// A list; its scalar elements as text, read on demand.
     List(ClaimList<'a>),
     /// A JSON object: only `present` can match it.
@@ -48,7 +49,7 @@ impl<'a> ClaimRef<'a> {
     /// The claim as a sticky key: only a non-empty scalar identifies a user.
     pub fn as_key(&self) -> Option<&[u8]> {
         match self {
-            ClaimRef::Scalar(s) if !s.is_empty() => Some(s.as_bytes()),
+            ClaimRef::Scalar(s) if !s.is_empty() => Some(s),
             _ => None,
         }
     }
@@ -56,8 +57,12 @@ impl<'a> ClaimRef<'a> {
     /// The same claim as a value of its own.
     pub fn to_claim(&self) -> Claim {
         match self {
-            ClaimRef::Scalar(s) => Claim::Scalar(s.clone().into_owned()),
-            ClaimRef::List(list) => Claim::List(list.items().map(Cow::into_owned).collect()),
+            ClaimRef::Scalar(s) => Claim::Scalar(String::from_utf8_lossy(s).into_owned()),
+            ClaimRef::List(list) => Claim::List(
+                list.items()
+                    .map(|i| String::from_utf8_lossy(&i).into_owned())
+                    .collect(),
+            ),
             ClaimRef::Object => Claim::Object,
         }
     }
@@ -92,16 +97,24 @@ enum Items<'a> {
 }
 
 impl<'a> Iterator for ClaimItems<'a> {
-    type Item = Cow<'a, str>;
+    type Item = Cow<'a, [u8]>;
 
-    fn next(&mut self) -> Option<Cow<'a, str>> {
+    fn next(&mut self) -> Option<Cow<'a, [u8]>> {
         match &mut self.0 {
-            Items::Envoy(pairs) => pairs
-                .as_mut()?
-                .next_pair()
-                .map(|(key, _)| String::from_utf8_lossy(key)),
+            Items::Envoy(pairs) => pairs.as_mut()?.next_pair().map(|(key, _)| lossy(key)),
             Items::Json(values) => values.find_map(scalar_text),
         }
+    }
+}
+
+/// `bytes` as UTF-8 text, invalid sequences replaced (borrowed unless some are).
+fn lossy(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if bytes.is_ascii() {
+        return Cow::Borrowed(bytes);
+    }
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
     }
 }
 
@@ -158,20 +171,20 @@ pub fn lookup_ref<'a>(
     }
 }
 
-fn scalar_text(value: &Value) -> Option<Cow<'_, str>> {
+fn scalar_text(value: &Value) -> Option<Cow<'_, [u8]>> {
     match value {
-        Value::String(s) => Some(Cow::Borrowed(s)),
-        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::String(s) => Some(Cow::Borrowed(s.as_bytes())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
         Value::Bool(b) => Some(Cow::Borrowed(bool_text(*b))),
         _ => None,
     }
 }
 
-fn bool_text(b: bool) -> &'static str {
+fn bool_text(b: bool) -> &'static [u8] {
     if b {
-        "true"
+        b"true"
     } else {
-        "false"
+        b"false"
     }
 }
 
@@ -280,16 +293,20 @@ pub fn from_envoy_ref(bytes: &[u8]) -> ClaimRef<'_> {
         Some(false) => return ClaimRef::Object,
         None => {}
     }
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        if !text.chars().any(char::is_control) {
-            return ClaimRef::Scalar(Cow::Borrowed(text));
-        }
+    // Printable ASCII (most claims) is text without decoding any UTF-8.
+    let printable_ascii = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+    if printable_ascii
+        || std::str::from_utf8(bytes).is_ok_and(|text| !text.chars().any(char::is_control))
+    {
+        return ClaimRef::Scalar(Cow::Borrowed(bytes));
     }
     match bytes {
         [b] if *b <= 1 => ClaimRef::Scalar(Cow::Borrowed(bool_text(*b == 1))),
         _ => match <[u8; 8]>::try_from(bytes) {
-            Ok(raw) => ClaimRef::Scalar(Cow::Owned(number_text(f64::from_le_bytes(raw)))),
-            Err(_) => ClaimRef::Scalar(String::from_utf8_lossy(bytes)),
+            Ok(raw) => ClaimRef::Scalar(Cow::Owned(
+                number_text(f64::from_le_bytes(raw)).into_bytes(),
+            )),
+            Err(_) => ClaimRef::Scalar(lossy(bytes)),
         },
     }
 }
@@ -667,6 +684,55 @@ mod tests {
         let bytes = captured_payload();
         for cut in 0..bytes.len() {
             let _ = envoy_lookup(&bytes[..cut], &path("realm_access.roles"));
+        }
+    }
+
+    /// The scalar reading before the printable-ASCII shortcut: decode UTF-8,
+    /// reject control characters, then the binary shapes.
+    fn reference_scalar(bytes: &[u8]) -> Claim {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            if !text.chars().any(char::is_control) {
+                return Claim::Scalar(text.to_owned());
+            }
+        }
+        match bytes {
+            [b] if *b <= 1 => Claim::Scalar((*b == 1).to_string()),
+            _ => match <[u8; 8]>::try_from(bytes) {
+                Ok(raw) => Claim::Scalar(number_text(f64::from_le_bytes(raw))),
+                Err(_) => Claim::Scalar(String::from_utf8_lossy(bytes).into_owned()),
+            },
+        }
+    }
+
+    #[test]
+    fn scalars_read_like_the_reference() {
+        let mut inputs: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in 0..=255u8 {
+            for b in [
+                0u8, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x80, 0x9f, 0xa0, 0xc2, 0xff,
+            ] {
+                inputs.push(vec![a, b]);
+                inputs.push(vec![b'x', a, b]);
+            }
+        }
+        // C1 controls (U+0080..U+009F) are valid UTF-8 but not text.
+        inputs.extend([
+            "a\u{85}b".as_bytes().to_vec(),
+            "é-ü".as_bytes().to_vec(),
+            b"sub-123".to_vec(),
+            b"1234567\x7f".to_vec(),
+        ]);
+        for n in [0.0, 1.0, 42.0, -1.5, 4102444800.0, f64::NAN, 1e300] {
+            inputs.push(f64::to_le_bytes(n).to_vec());
+        }
+        for input in &inputs {
+            if pairs_shape(input).is_none() {
+                assert_eq!(
+                    from_envoy_bytes(input),
+                    reference_scalar(input),
+                    "{input:?}"
+                );
+            }
         }
     }
 

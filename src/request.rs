@@ -334,7 +334,7 @@ mod tests {
         };
         let source = Counting(Cell::new(0));
         let r = Request::new(&s, &jwt, &source, Ok(&[]));
-        let alice = ClaimRef::Scalar("alice".into());
+        let alice = ClaimRef::Scalar(b"alice"[..].into());
         assert_eq!(r.claim(0), Ok(Some(alice.clone())));
         assert_eq!(r.claim(0), Ok(Some(alice)));
         assert_eq!(r.claim(1), Ok(None));

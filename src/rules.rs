@@ -85,15 +85,15 @@ impl Rule {
             (Operator::Present(wanted), claim) => claim.is_some() == *wanted,
             (_, None | Some(ClaimRef::Object)) => false,
             (Operator::Contains(token), Some(ClaimRef::List(list))) => {
-                list.items().any(|i| i.as_bytes() == &**token)
+                list.items().any(|i| *i == **token)
             }
             (Operator::Contains(token), Some(ClaimRef::Scalar(s))) => {
-                tokens(s.as_bytes()).any(|t| t == &**token)
+                tokens(s).any(|t| t == &**token)
             }
             // A list claim matches a scalar operator when any element does
             // (Istio's semantics for `request.auth.claims`).
-            (op, Some(ClaimRef::List(list))) => list.items().any(|i| compare(op, i.as_bytes())),
-            (op, Some(ClaimRef::Scalar(s))) => compare(op, s.as_bytes()),
+            (op, Some(ClaimRef::List(list))) => list.items().any(|i| compare(op, &i)),
+            (op, Some(ClaimRef::Scalar(s))) => compare(op, s),
         }
     }
 }
