@@ -7,7 +7,6 @@
 //! [`ClaimSource`] for verified JWT claims, the only other host read. Everything
 //! here is plain Rust, so the whole request side is tested natively.
 
-use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::claims::{self, ClaimRef, Payload};
@@ -88,7 +87,7 @@ impl<T: Default> SlotValues<T> {
 
 /// One request as the decision sees it. Header and cookie values are borrowed
 /// from the host's header list, which must outlive it; only a repeated header
-/// (joined with `,`) is copied.
+/// (joined with `,`) is copied, into `joined`.
 pub struct Request<'r, C> {
     slots: &'r Slots,
     jwt: &'r JwtSource,
@@ -96,7 +95,10 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
-    headers: SlotValues<Option<Cow<'r, [u8]>>>,
+    headers: SlotValues<Option<&'r [u8]>>,
+    /// The headers that occur more than once, by slot: all values joined with
+    /// `,`. Usually empty, which costs nothing.
+    joined: Vec<(usize, Vec<u8>)>,
     cookies: SlotValues<Option<&'r [u8]>>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
@@ -118,6 +120,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             claims,
             listed: headers.is_ok(),
             headers: SlotValues::new(slots.header_count()),
+            joined: Vec::new(),
             cookies: SlotValues::new(slots.cookie_count()),
             payload: OnceCell::new(),
             authorization: None,
@@ -131,19 +134,33 @@ impl<'r, C: ClaimSource> Request<'r, C> {
                 request.authorization = Some(value);
             }
             if let Some(slot) = slots.header_slot(name) {
-                if let Some(entry) = request.headers.get_mut(slot) {
-                    match entry {
-                        None => *entry = Some(Cow::Borrowed(value)),
-                        Some(joined) => {
-                            let joined = joined.to_mut();
-                            joined.push(b',');
-                            joined.extend_from_slice(value);
-                        }
-                    }
-                }
+                request.index_header(slot, value);
             }
         }
         request
+    }
+
+    fn index_header(&mut self, slot: usize, value: &'r [u8]) {
+        let Some(entry) = self.headers.get_mut(slot) else {
+            return;
+        };
+        let Some(first) = *entry else {
+            *entry = Some(value);
+            return;
+        };
+        match self.joined.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, joined)) => {
+                joined.push(b',');
+                joined.extend_from_slice(value);
+            }
+            None => {
+                let mut joined = Vec::with_capacity(first.len() + 1 + value.len());
+                joined.extend_from_slice(first);
+                joined.push(b',');
+                joined.extend_from_slice(value);
+                self.joined.push((slot, joined));
+            }
+        }
     }
 
     fn index_cookies(&mut self, header_value: &'r [u8]) {
@@ -187,7 +204,10 @@ impl<'r, C: ClaimSource> Request<'r, C> {
 impl<C: ClaimSource> RequestView for Request<'_, C> {
     fn header(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
-        Ok(self.headers.get(slot).and_then(|v| v.as_deref()))
+        if let Some((_, joined)) = self.joined.iter().find(|(s, _)| *s == slot) {
+            return Ok(Some(joined));
+        }
+        Ok(self.headers.get(slot).copied().flatten())
     }
 
     fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
@@ -251,9 +271,9 @@ mod tests {
     #[test]
     fn repeated_headers_join_with_commas() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
-        let headers = list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")]);
+        let headers = list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3"), ("x-a", b"")]);
         let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
-        assert_eq!(r.header(0), Ok(Some(&b"1,3"[..])));
+        assert_eq!(r.header(0), Ok(Some(&b"1,3,"[..])));
         assert_eq!(r.header(1), Ok(Some(&b"2"[..])));
         assert_eq!(r.header(7), Ok(None));
     }
