@@ -378,7 +378,7 @@ impl<'a> Pairs<'a> {
 fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut pairs = Pairs::new(bytes)?;
     while let Some((k, v)) = pairs.next_pair() {
-        if k == key {
+        if crate::slots::same_name(k, key) {
             return Some(v);
         }
     }

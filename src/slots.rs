@@ -52,6 +52,14 @@ pub type FastBuild = BuildHasherDefault<FastHasher>;
 pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
 pub type FastSet<K> = HashSet<K, FastBuild>;
 
+/// `a == b` for the short names compared per request (header, cookie and claim
+/// names): most candidates differ in length or at an end, which is told
+/// without a call to `memcmp`.
+#[inline]
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a.last() == b.last() && a == b
+}
+
 /// A set of byte strings, as a `FastMap` (see `Slots`: one map type in the .wasm).
 #[derive(Debug, Clone, Default)]
 pub struct ByteSet(FastMap<Box<[u8]>, usize>);
@@ -129,7 +137,10 @@ impl Slots {
     #[inline]
     pub fn header_slot(&self, name: &str) -> Option<usize> {
         if self.headers.len() <= Self::LINEAR_UP_TO {
-            return self.headers.iter().position(|h| h.as_str() == name);
+            return self
+                .headers
+                .iter()
+                .position(|h| same_name(h.as_bytes(), name.as_bytes()));
         }
         self.header_index.get(name.as_bytes()).copied()
     }
@@ -137,7 +148,10 @@ impl Slots {
     #[inline]
     pub fn cookie_slot(&self, name: &[u8]) -> Option<usize> {
         if self.cookies.len() <= Self::LINEAR_UP_TO {
-            return self.cookies.iter().position(|c| c.as_bytes() == name);
+            return self
+                .cookies
+                .iter()
+                .position(|c| same_name(c.as_bytes(), name));
         }
         self.cookie_index.get(name).copied()
     }
