@@ -37,13 +37,15 @@ impl<'a> Iterator for Pairs<'a> {
             let after = after.get(1..).unwrap_or_default();
             if rest.get(at) == Some(&b';') {
                 // A piece without `=`: skipped.
-                self.rest = Some(after);
+                self.rest = Some(skip_spaces(after));
                 continue;
             }
             let value = match find_either(after, b';', b';') {
                 Some(end) => {
                     let (value, next) = after.split_at(end);
-                    self.rest = Some(next.get(1..).unwrap_or_default());
+                    // The next name's leading spaces (`; `), which trimming
+                    // would drop: skipped here, the name then has none to trim.
+                    self.rest = Some(skip_spaces(next.get(1..).unwrap_or_default()));
                     value
                 }
                 None => {
@@ -105,6 +107,14 @@ fn trim(s: &[u8]) -> &[u8] {
 
 fn is_space(b: u8) -> bool {
     b == b' ' || b == b'\t'
+}
+
+#[inline]
+fn skip_spaces(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
 }
 
 fn trim_spaces(mut s: &[u8]) -> &[u8] {
