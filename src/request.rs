@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 
 use crate::claims::{self, ClaimRef, Payload};
 use crate::cookie;
-use crate::slots::Slots;
+use crate::slots::{SlotList, SlotValues, Slots};
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,20 @@ pub trait RequestView {
     /// Whether the request carries claims at all (a verified or decodable token),
     /// so that "this claim is absent" can be told from "there is no token".
     fn has_claims(&self) -> Result<bool, LookupError>;
+    /// The header and cookie slots that hold a value, when known, so that the
+    /// rule walk can skip the rules on absent values (see
+    /// [`crate::rules::RuleSet::first_match`]). `None` (every rule is read)
+    /// when not known, and when the headers could not be listed.
+    fn present_slots(&self) -> Option<PresentSlots> {
+        None
+    }
+}
+
+/// The header and cookie slots of one request that hold a value, each once.
+#[derive(Debug, Clone, Copy)]
+pub struct PresentSlots {
+    pub headers: SlotList,
+    pub cookies: SlotList,
 }
 
 /// Where JWT claims come from (configured by `jwt.source`).
@@ -50,41 +64,6 @@ pub trait ClaimSource {
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
 pub type HeaderList = Vec<(String, Vec<u8>)>;
 
-/// Slots held inside the request itself: most configurations read a few
-/// headers and cookies, so a request then allocates nothing for them.
-const INLINE_SLOTS: usize = 8;
-
-/// One value per slot, for one request: inline up to [`INLINE_SLOTS`] slots,
-/// on the heap beyond.
-enum SlotValues<T> {
-    Inline([T; INLINE_SLOTS]),
-    Heap(Vec<T>),
-}
-
-impl<T: Default> SlotValues<T> {
-    fn new(count: usize) -> Self {
-        if count <= INLINE_SLOTS {
-            SlotValues::Inline(Default::default())
-        } else {
-            SlotValues::Heap(std::iter::repeat_with(T::default).take(count).collect())
-        }
-    }
-
-    fn get(&self, slot: usize) -> Option<&T> {
-        match self {
-            SlotValues::Inline(values) => values.get(slot),
-            SlotValues::Heap(values) => values.get(slot),
-        }
-    }
-
-    fn get_mut(&mut self, slot: usize) -> Option<&mut T> {
-        match self {
-            SlotValues::Inline(values) => values.get_mut(slot),
-            SlotValues::Heap(values) => values.get_mut(slot),
-        }
-    }
-}
-
 /// One request as the decision sees it. Header and cookie values are borrowed
 /// from the host's header list, which must outlive it; only a repeated header
 /// (joined with `,`) is copied, into `joined`.
@@ -95,11 +74,11 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
-    headers: SlotValues<Option<&'r [u8]>>,
+    headers: SlotValues<'r>,
     /// The headers that occur more than once, by slot: all values joined with
     /// `,`. Usually empty, which costs nothing.
     joined: Vec<(usize, Vec<u8>)>,
-    cookies: SlotValues<Option<&'r [u8]>>,
+    cookies: SlotValues<'r>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
     /// The authorization header, kept for `unverified_bearer` only.
@@ -119,9 +98,9 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             jwt,
             claims,
             listed: headers.is_ok(),
-            headers: SlotValues::new(slots.header_count()),
+            headers: SlotValues::default(),
             joined: Vec::new(),
-            cookies: SlotValues::new(slots.cookie_count()),
+            cookies: SlotValues::default(),
             payload: OnceCell::new(),
             authorization: None,
         };
@@ -141,11 +120,8 @@ impl<'r, C: ClaimSource> Request<'r, C> {
     }
 
     fn index_header(&mut self, slot: usize, value: &'r [u8]) {
-        let Some(entry) = self.headers.get_mut(slot) else {
-            return;
-        };
-        let Some(first) = *entry else {
-            *entry = Some(value);
+        let Some(first) = self.headers.get(slot) else {
+            self.headers.insert(slot, value, self.slots.header_count());
             return;
         };
         match self.joined.iter_mut().find(|(s, _)| *s == slot) {
@@ -167,8 +143,8 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         for (name, value) in cookie::pairs(header_value) {
             if let Some(slot) = self.slots.cookie_slot(name) {
                 // The first occurrence of a name wins.
-                if let Some(entry @ None) = self.cookies.get_mut(slot) {
-                    *entry = Some(value);
+                if self.cookies.get(slot).is_none() {
+                    self.cookies.insert(slot, value, self.slots.cookie_count());
                 }
             }
         }
@@ -207,12 +183,12 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         if let Some((_, joined)) = self.joined.iter().find(|(s, _)| *s == slot) {
             return Ok(Some(joined));
         }
-        Ok(self.headers.get(slot).copied().flatten())
+        Ok(self.headers.get(slot))
     }
 
     fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
-        Ok(self.cookies.get(slot).copied().flatten())
+        Ok(self.cookies.get(slot))
     }
 
     fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
@@ -228,6 +204,16 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
 
     fn has_claims(&self) -> Result<bool, LookupError> {
         Ok(self.payload()?.is_some())
+    }
+
+    fn present_slots(&self) -> Option<PresentSlots> {
+        if !self.listed {
+            return None;
+        }
+        Some(PresentSlots {
+            headers: self.headers.present()?,
+            cookies: self.cookies.present()?,
+        })
     }
 }
 
@@ -279,13 +265,15 @@ mod tests {
     }
 
     #[test]
-    fn past_the_inline_slots_values_read_the_same() {
+    fn many_slots_and_many_values_read_the_same() {
         let mut s = Slots::default();
-        for i in 0..INLINE_SLOTS + 4 {
+        let n = SlotValues::INLINE + 4;
+        for i in 0..n {
             s.intern_header(&format!("x-h{i}"));
             s.intern_cookie(&format!("c{i}"));
         }
         let jwt = JwtSource::UnverifiedBearer;
+        // A few values of many slots: kept inline, listed as present.
         let headers = list(&[
             ("x-h1", b"a"),
             ("x-h10", b"b"),
@@ -296,10 +284,35 @@ mod tests {
         assert_eq!(r.header(1), Ok(Some(&b"a"[..])));
         assert_eq!(r.header(10), Ok(Some(&b"b,c"[..])));
         assert_eq!(r.header(11), Ok(None));
-        assert_eq!(r.header(INLINE_SLOTS + 4), Ok(None));
+        assert_eq!(r.header(n), Ok(None));
         assert_eq!(r.cookie(11), Ok(Some(&b"z"[..])));
         assert_eq!(r.cookie(0), Ok(Some(&b"y"[..])));
         assert_eq!(r.cookie(9), Ok(None));
+        let present = r.present_slots().unwrap();
+        assert_eq!(present.headers.iter().collect::<Vec<_>>(), [1, 10]);
+        assert_eq!(present.cookies.iter().collect::<Vec<_>>(), [11, 0]);
+
+        // Every slot filled (more than fit inline), in reverse, one repeated.
+        let mut headers: HeaderList = (0..n)
+            .rev()
+            .map(|i| (format!("x-h{i}"), format!("v{i}").into_bytes()))
+            .collect();
+        headers.push(("x-h3".into(), b"again".to_vec()));
+        let cookies: Vec<String> = (0..n).map(|i| format!("c{i}=w{i}")).collect();
+        headers.push(("cookie".into(), cookies.join("; ").into_bytes()));
+        headers.push(("cookie".into(), b"c5=late".to_vec()));
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        for i in 0..n {
+            let want = if i == 3 {
+                "v3,again".to_owned()
+            } else {
+                format!("v{i}")
+            };
+            assert_eq!(r.header(i), Ok(Some(want.as_bytes())), "x-h{i}");
+            assert_eq!(r.cookie(i), Ok(Some(format!("w{i}").as_bytes())), "c{i}");
+        }
+        assert_eq!(r.header(n), Ok(None));
+        assert!(r.present_slots().is_none(), "too many to list");
     }
 
     #[test]

@@ -181,10 +181,135 @@ impl Slots {
     }
 }
 
+/// One request's values for a configuration's header (or cookie) slots.
+///
+/// The first [`SlotValues::INLINE`] slots to receive a value are kept inline
+/// (their numbers in `slots`, their values in `values`), which is also the list
+/// of the slots present (see [`crate::request::RequestView::present_slots`]); a
+/// request that fills more moves them into a table by slot on the heap. Most
+/// requests fill a few, so they allocate nothing, whatever the configuration's
+/// number of slots. (Kept small: the request is moved once per request.)
+#[derive(Debug, Default)]
+pub(crate) struct SlotValues<'r> {
+    slots: [u32; SlotValues::INLINE],
+    /// `Option` only so that a new table is all zeroes.
+    values: [Option<&'r [u8]>; SlotValues::INLINE],
+    len: usize,
+    /// By slot, once more than `INLINE` slots were filled (the inline ones are
+    /// then stale).
+    spilled: Vec<Option<&'r [u8]>>,
+}
+
+impl<'r> SlotValues<'r> {
+    pub const INLINE: usize = 8;
+
+    #[inline]
+    pub fn get(&self, slot: usize) -> Option<&'r [u8]> {
+        if !self.spilled.is_empty() {
+            return self.spilled.get(slot).copied().flatten();
+        }
+        let at = self
+            .slots
+            .get(..self.len)?
+            .iter()
+            .position(|&s| s as usize == slot)?;
+        self.values.get(at).copied().flatten()
+    }
+
+    /// Give `slot` its value; the caller checked that it has none. `count` is the
+    /// configuration's number of slots of this kind.
+    #[inline]
+    pub fn insert(&mut self, slot: usize, value: &'r [u8], count: usize) {
+        if let (true, Ok(number)) = (self.spilled.is_empty(), u32::try_from(slot)) {
+            if let (Some(s), Some(v)) =
+                (self.slots.get_mut(self.len), self.values.get_mut(self.len))
+            {
+                (*s, *v) = (number, Some(value));
+                self.len += 1;
+                return;
+            }
+        }
+        self.insert_spilled(slot, value, count);
+    }
+
+    fn insert_spilled(&mut self, slot: usize, value: &'r [u8], count: usize) {
+        if self.spilled.is_empty() {
+            self.spilled = vec![None; count.max(slot + 1)];
+            let inline = self.slots.iter().zip(&self.values).take(self.len);
+            for (&s, &v) in inline {
+                if let Some(entry) = self.spilled.get_mut(s as usize) {
+                    *entry = v;
+                }
+            }
+        }
+        if self.spilled.len() <= slot {
+            self.spilled.resize(slot + 1, None);
+        }
+        if let Some(entry) = self.spilled.get_mut(slot) {
+            *entry = Some(value);
+        }
+    }
+
+    /// The slots holding a value, unless there are too many to list.
+    pub fn present(&self) -> Option<SlotList> {
+        if !self.spilled.is_empty() {
+            return None;
+        }
+        let mut list = SlotList::default();
+        for (entry, &slot) in list.slots.iter_mut().zip(self.slots.get(..self.len)?) {
+            *entry = slot as usize;
+        }
+        list.len = self.len;
+        Some(list)
+    }
+}
+
+/// Up to [`SlotValues::INLINE`] slot numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotList {
+    slots: [usize; SlotValues::INLINE],
+    len: usize,
+}
+
+impl SlotList {
+    /// At most this many.
+    pub const MAX: usize = SlotValues::INLINE;
+
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots.iter().take(self.len).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    #[test]
+    fn slot_values_inline_then_spilled() {
+        let data: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i]).collect();
+        let listed = |v: &SlotValues| v.present().map(|l| l.iter().collect::<Vec<_>>());
+        let mut values = SlotValues::default();
+        assert_eq!(values.get(3), None);
+        assert_eq!(listed(&values), Some(vec![]));
+        for (slot, value) in data.iter().enumerate().take(SlotValues::INLINE) {
+            values.insert(slot * 2, value, 40);
+        }
+        assert_eq!(values.get(2), Some(&[1u8][..]));
+        assert_eq!(values.get(3), None);
+        assert_eq!(listed(&values), Some((0..8).map(|i| i * 2).collect()));
+        // One more: the values move to the heap, the list of slots is gone.
+        values.insert(39, &data[19], 40);
+        assert_eq!(listed(&values), None);
+        for (slot, value) in data.iter().enumerate().take(SlotValues::INLINE) {
+            assert_eq!(values.get(slot * 2), Some(&value[..]));
+            assert_eq!(values.get(slot * 2 + 1), None);
+        }
+        assert_eq!(values.get(39), Some(&[19u8][..]));
+        values.insert(41, &data[0], 40);
+        assert_eq!(values.get(41), Some(&[0u8][..]));
+        assert_eq!(values.get(400), None);
+    }
 
     #[test]
     fn interning_is_stable() {
