@@ -88,6 +88,41 @@ impl FromIterator<Box<[u8]>> for ByteSet {
     }
 }
 
+/// The lengths and first bytes of a set of names: most names a request carries
+/// that are not in the set (`:path`, `user-agent`, most cookies) are told apart
+/// by these, without hashing them.
+#[derive(Debug, Clone, Default)]
+struct NameFilter {
+    /// Bit `n`: a name of length `n` (63: of 63 or more).
+    lengths: u64,
+    /// Bit `b`: a name starting with byte `b`.
+    first_bytes: [u64; 4],
+}
+
+impl NameFilter {
+    fn add(&mut self, name: &[u8]) {
+        self.lengths |= 1 << name.len().min(63);
+        if let Some(&b) = name.first() {
+            if let Some(word) = self.first_bytes.get_mut(usize::from(b / 64)) {
+                *word |= 1 << (b % 64);
+            }
+        }
+    }
+
+    /// `false` only if `name` is certainly not in the set.
+    #[inline]
+    fn may_hold(&self, name: &[u8]) -> bool {
+        if self.lengths >> name.len().min(63) & 1 == 0 {
+            return false;
+        }
+        name.first().is_none_or(|&b| {
+            self.first_bytes
+                .get(usize::from(b / 64))
+                .is_some_and(|word| word >> (b % 64) & 1 == 1)
+        })
+    }
+}
+
 /// Header, cookie and claim slots of one configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Slots {
@@ -95,8 +130,10 @@ pub struct Slots {
     // Every table of the crate is a `FastMap<Box<[u8]>, usize>`: one hash map
     // instance in the .wasm instead of one per key and value type.
     header_index: FastMap<Box<[u8]>, usize>,
+    header_filter: NameFilter,
     cookies: Vec<String>,
     cookie_index: FastMap<Box<[u8]>, usize>,
+    cookie_filter: NameFilter,
     claims: Vec<Vec<String>>,
 }
 
@@ -109,6 +146,7 @@ impl Slots {
         let slot = self.headers.len();
         self.headers.push(name.to_owned());
         self.header_index.insert(name.as_bytes().into(), slot);
+        self.header_filter.add(name.as_bytes());
         slot
     }
 
@@ -119,6 +157,7 @@ impl Slots {
         let slot = self.cookies.len();
         self.cookies.push(name.to_owned());
         self.cookie_index.insert(name.as_bytes().into(), slot);
+        self.cookie_filter.add(name.as_bytes());
         slot
     }
 
@@ -142,6 +181,9 @@ impl Slots {
                 .iter()
                 .position(|h| same_name(h.as_bytes(), name.as_bytes()));
         }
+        if !self.header_filter.may_hold(name.as_bytes()) {
+            return None;
+        }
         self.header_index.get(name.as_bytes()).copied()
     }
 
@@ -152,6 +194,9 @@ impl Slots {
                 .cookies
                 .iter()
                 .position(|c| same_name(c.as_bytes(), name));
+        }
+        if !self.cookie_filter.may_hold(name) {
+            return None;
         }
         self.cookie_index.get(name).copied()
     }
@@ -333,6 +378,20 @@ mod tests {
         assert_eq!(many.header_slot("x-h17"), Some(17));
         assert_eq!(many.cookie_slot(b"c19"), Some(19));
         assert_eq!(many.header_slot("x-h20"), None);
+        // Names the filter rules out, and names it lets through to the index.
+        for name in [":path", "y-h1", "x-h1000000000000", ""] {
+            assert_eq!(many.header_slot(name), None, "{name}");
+        }
+        assert_eq!(many.cookie_slot(b"c5"), Some(5));
+        assert_eq!(many.cookie_slot(b"c55"), None);
+        assert_eq!(many.cookie_slot(b"d5"), None);
+        let mut long = Slots::default();
+        let name = "x-".repeat(40);
+        for i in 0..10 {
+            long.intern_header(&format!("{name}{i}"));
+        }
+        assert_eq!(long.header_slot(&format!("{name}7")), Some(7));
+        assert_eq!(long.header_slot(&format!("{name}77")), None);
         assert_eq!(
             (slots.header_name(1), slots.cookie_name(0)),
             ("x-b", "beta")
