@@ -1170,11 +1170,11 @@ fn parse_input(data: &[u8]) -> Input {
     input
 }
 
-fn request<'r>(router: &'r Router, input: &Input) -> Request<'r, JsonClaims> {
+fn request<'r>(router: &'r Router, input: &'r Input) -> Request<'r, JsonClaims> {
     let headers = if input.broken {
         Err(LookupError)
     } else {
-        Ok(input.headers.clone())
+        Ok(input.headers.as_slice())
     };
     Request::new(
         &router.slots,
@@ -1185,11 +1185,14 @@ fn request<'r>(router: &'r Router, input: &Input) -> Request<'r, JsonClaims> {
 }
 
 /// A sticky key's value, if present and non-empty.
-fn key_value(request: &impl RequestView, source: Source) -> Option<&[u8]> {
+fn key_value(request: &impl RequestView, source: Source) -> Option<Vec<u8>> {
     match source {
-        Source::Header(slot) => request.header(slot).unwrap(),
-        Source::Cookie(slot) => request.cookie(slot).unwrap(),
-        Source::Claim(slot) => request.claim(slot).unwrap().and_then(Claim::as_key),
+        Source::Header(slot) => request.header(slot).unwrap().map(<[u8]>::to_vec),
+        Source::Cookie(slot) => request.cookie(slot).unwrap().map(<[u8]>::to_vec),
+        Source::Claim(slot) => match request.claim(slot).unwrap().map(|c| c.to_claim()) {
+            Some(Claim::Scalar(s)) => Some(s.into_bytes()),
+            _ => None,
+        },
     }
     .filter(|v| !v.is_empty())
 }
@@ -1216,7 +1219,7 @@ fn model_rule(rule: &Rule, request: &impl RequestView) -> Result<bool, LookupErr
         Source::Header(slot) => on_value(request.header(slot)?),
         Source::Cookie(slot) => on_value(request.cookie(slot)?),
         Source::Claim(slot) => {
-            let claim = request.claim(slot)?;
+            let claim = request.claim(slot)?.map(|c| c.to_claim());
             if claim.is_none() && !request.has_claims()? {
                 return Ok(false);
             }
@@ -1388,7 +1391,7 @@ fn check_unruled(router: &Router, req: &impl RequestView, decision: &Decision) {
     match (decision.reason, key) {
         (Reason::Hash, Some((index, value))) => {
             assert_eq!(decision.key, Some(index));
-            assert_eq!(bucket, router.split.bucket(value));
+            assert_eq!(bucket, router.split.bucket(&value));
             assert!(decision.new_pin.is_none());
         }
         (Reason::Pin, None) => {

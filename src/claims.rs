@@ -5,9 +5,12 @@
 //! - `unverified_bearer`: the payload of `Authorization: Bearer <jwt>`, decoded here
 //!   WITHOUT checking the signature (see [`bearer_payload`]).
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
-/// A claim as the matchers see it.
+/// A claim as a value of its own (tests, tools); the decision reads the
+/// borrowed [`ClaimRef`], which holds the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// A string, or a number or boolean in its JSON text (`42`, `1.5`, `true`).
@@ -25,6 +28,93 @@ impl Claim {
             Claim::Scalar(s) if !s.is_empty() => Some(s.as_bytes()),
             _ => None,
         }
+    }
+}
+
+/// A claim as the matchers see it, borrowed from the payload it was found in:
+/// reading one copies nothing unless a number has to be printed (or invalid
+/// UTF-8 replaced) to give its text. Texts are UTF-8, kept as the bytes the
+/// matchers compare.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimRef<'a> {
+    /// A string, or a number or boolean in its JSON text (`42`, `1.5`, `true`).
+    Scalar(Cow<'a, [u8]>),
+    /// A list; its scalar elements as text, read on demand.
+    List(ClaimList<'a>),
+    /// A JSON object: only `present` can match it.
+    Object,
+}
+
+impl<'a> ClaimRef<'a> {
+    /// The claim as a sticky key: only a non-empty scalar identifies a user.
+    pub fn as_key(&self) -> Option<&[u8]> {
+        match self {
+            ClaimRef::Scalar(s) if !s.is_empty() => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The same claim as a value of its own.
+    pub fn to_claim(&self) -> Claim {
+        match self {
+            ClaimRef::Scalar(s) => Claim::Scalar(String::from_utf8_lossy(s).into_owned()),
+            ClaimRef::List(list) => Claim::List(
+                list.items()
+                    .map(|i| String::from_utf8_lossy(&i).into_owned())
+                    .collect(),
+            ),
+            ClaimRef::Object => Claim::Object,
+        }
+    }
+}
+
+/// A list claim, where it lies in the payload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClaimList<'a> {
+    /// Envoy's serialization of a list: a pairs map (checked whole) whose keys
+    /// are the elements.
+    Envoy(&'a [u8]),
+    /// A JSON array: its strings, numbers and booleans are the elements.
+    Json(&'a [Value]),
+}
+
+impl<'a> ClaimList<'a> {
+    /// The elements as text, in order.
+    pub fn items(&self) -> ClaimItems<'a> {
+        ClaimItems(match *self {
+            ClaimList::Envoy(bytes) => Items::Envoy(Pairs::new(bytes)),
+            ClaimList::Json(values) => Items::Json(values.iter()),
+        })
+    }
+}
+
+/// The elements of a [`ClaimList`].
+pub struct ClaimItems<'a>(Items<'a>);
+
+enum Items<'a> {
+    Envoy(Option<Pairs<'a>>),
+    Json(std::slice::Iter<'a, Value>),
+}
+
+impl<'a> Iterator for ClaimItems<'a> {
+    type Item = Cow<'a, [u8]>;
+
+    fn next(&mut self) -> Option<Cow<'a, [u8]>> {
+        match &mut self.0 {
+            Items::Envoy(pairs) => pairs.as_mut()?.next_pair().map(|(key, _)| lossy(key)),
+            Items::Json(values) => values.find_map(scalar_text),
+        }
+    }
+}
+
+/// `bytes` as UTF-8 text, invalid sequences replaced (borrowed unless some are).
+fn lossy(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if bytes.is_ascii() {
+        return Cow::Borrowed(bytes);
+    }
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => Cow::Borrowed(text.as_bytes()),
+        Cow::Owned(text) => Cow::Owned(text.into_bytes()),
     }
 }
 
@@ -66,6 +156,14 @@ pub fn forwarded_payload(value: &[u8]) -> Option<serde_json::Map<String, Value>>
 
 /// The claim at `path` in a decoded payload; `null` counts as absent.
 pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Option<Claim> {
+    lookup_ref(payload, path).map(|claim| claim.to_claim())
+}
+
+/// [`lookup`], borrowed from the payload.
+pub fn lookup_ref<'a>(
+    payload: &'a serde_json::Map<String, Value>,
+    path: &ClaimPath,
+) -> Option<ClaimRef<'a>> {
     let (first, rest) = path.split_first()?;
     let mut value = payload.get(first)?;
     for segment in rest {
@@ -73,18 +171,26 @@ pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Opt
     }
     match value {
         Value::Null => None,
-        Value::Array(items) => Some(Claim::List(items.iter().filter_map(scalar_text).collect())),
-        Value::Object(_) => Some(Claim::Object),
-        scalar => scalar_text(scalar).map(Claim::Scalar),
+        Value::Array(items) => Some(ClaimRef::List(ClaimList::Json(items))),
+        Value::Object(_) => Some(ClaimRef::Object),
+        scalar => scalar_text(scalar).map(ClaimRef::Scalar),
     }
 }
 
-fn scalar_text(value: &Value) -> Option<String> {
+fn scalar_text(value: &Value) -> Option<Cow<'_, [u8]>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s.as_bytes())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+        Value::Bool(b) => Some(Cow::Borrowed(bool_text(*b))),
         _ => None,
+    }
+}
+
+fn bool_text(b: bool) -> &'static [u8] {
+    if b {
+        b"true"
+    } else {
+        b"false"
     }
 }
 
@@ -100,9 +206,14 @@ pub enum Payload {
 
 impl Payload {
     pub fn claim(&self, path: &ClaimPath) -> Option<Claim> {
+        self.claim_ref(path).map(|claim| claim.to_claim())
+    }
+
+    /// The claim at `path`, borrowed from the payload (what a decision reads).
+    pub fn claim_ref(&self, path: &ClaimPath) -> Option<ClaimRef<'_>> {
         match self {
-            Payload::Envoy(bytes) => envoy_lookup(bytes, path),
-            Payload::Json(map) => lookup(map, path),
+            Payload::Envoy(bytes) => envoy_lookup_ref(bytes, path),
+            Payload::Json(map) => lookup_ref(map, path),
         }
     }
 }
@@ -116,6 +227,11 @@ impl Payload {
 /// - a bool: 1 byte;
 /// - a list or object: a pairs map; a list's elements are the keys, values empty.
 pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
+    envoy_lookup_ref(payload, path).map(|claim| claim.to_claim())
+}
+
+/// [`envoy_lookup`], borrowed from the payload.
+pub fn envoy_lookup_ref<'a>(payload: &'a [u8], path: &ClaimPath) -> Option<ClaimRef<'a>> {
     let mut value = payload;
     for segment in path {
         let found = find_pair(value, segment.as_bytes())?;
@@ -126,7 +242,7 @@ pub fn envoy_lookup(payload: &[u8], path: &ClaimPath) -> Option<Claim> {
         }
         value = found;
     }
-    Some(from_envoy_bytes(value))
+    Some(from_envoy_ref(value))
 }
 
 /// A JSON value in Envoy's property serialization (the inverse of
@@ -173,28 +289,30 @@ pub fn to_envoy_bytes(value: &Value) -> Vec<u8> {
 /// One value in Envoy's serialization. The bytes carry no type tag, so text wins
 /// whenever they read as printable UTF-8; only then are the binary shapes tried.
 pub fn from_envoy_bytes(bytes: &[u8]) -> Claim {
-    if let Some(pairs) = parse_pairs(bytes) {
-        return if pairs.iter().all(|(_, v)| v.is_empty()) {
-            Claim::List(
-                pairs
-                    .into_iter()
-                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-                    .collect(),
-            )
-        } else {
-            Claim::Object
-        };
+    from_envoy_ref(bytes).to_claim()
+}
+
+/// [`from_envoy_bytes`], borrowed from `bytes`.
+pub fn from_envoy_ref(bytes: &[u8]) -> ClaimRef<'_> {
+    match pairs_shape(bytes) {
+        Some(true) => return ClaimRef::List(ClaimList::Envoy(bytes)),
+        Some(false) => return ClaimRef::Object,
+        None => {}
     }
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        if !text.chars().any(char::is_control) {
-            return Claim::Scalar(text.to_owned());
-        }
+    // Printable ASCII (most claims) is text without decoding any UTF-8.
+    let printable_ascii = bytes.iter().all(|b| (0x20..0x7f).contains(b));
+    if printable_ascii
+        || std::str::from_utf8(bytes).is_ok_and(|text| !text.chars().any(char::is_control))
+    {
+        return ClaimRef::Scalar(Cow::Borrowed(bytes));
     }
     match bytes {
-        [b] if *b <= 1 => Claim::Scalar((*b == 1).to_string()),
+        [b] if *b <= 1 => ClaimRef::Scalar(Cow::Borrowed(bool_text(*b == 1))),
         _ => match <[u8; 8]>::try_from(bytes) {
-            Ok(raw) => Claim::Scalar(number_text(f64::from_le_bytes(raw))),
-            Err(_) => Claim::Scalar(String::from_utf8_lossy(bytes).into_owned()),
+            Ok(raw) => ClaimRef::Scalar(Cow::Owned(
+                number_text(f64::from_le_bytes(raw)).into_bytes(),
+            )),
+            Err(_) => ClaimRef::Scalar(lossy(bytes)),
         },
     }
 }
@@ -214,20 +332,59 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
     usize::try_from(u32::from_le_bytes(raw)).ok()
 }
 
-/// The value of `key` in a serialized pairs map, without collecting the pairs: the
-/// per-request claim lookup stops at the match.
-fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let count = read_u32(bytes, 0)?;
-    if count == 0 || count > bytes.len() / 10 {
-        return None;
+/// Envoy's serialized pairs map, read pair by pair in place: nothing is collected.
+struct Pairs<'a> {
+    bytes: &'a [u8],
+    count: usize,
+    /// The next pair's index.
+    next: usize,
+    /// Where the next pair's key starts.
+    data: usize,
+}
+
+impl<'a> Pairs<'a> {
+    /// `None` unless `bytes` starts like a pairs map.
+    fn new(bytes: &'a [u8]) -> Option<Pairs<'a>> {
+        let count = read_u32(bytes, 0)?;
+        // Each pair needs 8 bytes of sizes and 2 NULs: rules out huge counts early.
+        if count == 0 || count > bytes.len() / 10 {
+            return None;
+        }
+        let data = 4usize.checked_add(count.checked_mul(8)?)?;
+        Some(Pairs {
+            bytes,
+            count,
+            next: 0,
+            data,
+        })
     }
-    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
-    for i in 0..count {
-        let key_len = read_u32(bytes, 4 + i * 8)?;
-        let value_len = read_u32(bytes, 8 + i * 8)?;
-        let k = take_nul_terminated(bytes, &mut data, key_len)?;
-        let v = take_nul_terminated(bytes, &mut data, value_len)?;
-        if k == key {
+
+    /// The next `(key, value)`; `None` after the last one or at malformed bytes.
+    fn next_pair(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        if self.next >= self.count {
+            return None;
+        }
+        let sizes = 4 + self.next * 8;
+        let key_len = read_u32(self.bytes, sizes)?;
+        let value_len = read_u32(self.bytes, sizes + 4)?;
+        let key = take_nul_terminated(self.bytes, &mut self.data, key_len)?;
+        let value = take_nul_terminated(self.bytes, &mut self.data, value_len)?;
+        self.next += 1;
+        Some((key, value))
+    }
+
+    /// Every pair was read and the last one ends the bytes.
+    fn read_whole(&self) -> bool {
+        self.next == self.count && self.data == self.bytes.len()
+    }
+}
+
+/// The value of `key` in a serialized pairs map: the per-request claim lookup
+/// stops at the match.
+fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut pairs = Pairs::new(bytes)?;
+    while let Some((k, v)) = pairs.next_pair() {
+        if crate::slots::same_name(k, key) {
             return Some(v);
         }
     }
@@ -237,26 +394,18 @@ fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 /// A pairs map whose values are all empty: how Envoy serializes a list (an object
 /// of only empty strings reads the same, and is treated as a list).
 fn is_list_shaped(bytes: &[u8]) -> bool {
-    parse_pairs(bytes).is_some_and(|pairs| pairs.iter().all(|(_, v)| v.is_empty()))
+    pairs_shape(bytes) == Some(true)
 }
 
-/// Envoy's serialized pairs map, borrowed; `None` unless `bytes` is exactly one.
-fn parse_pairs(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
-    let count = read_u32(bytes, 0)?;
-    // Each pair needs 8 bytes of sizes and 2 NULs: rules out huge counts early.
-    if count == 0 || count > bytes.len() / 10 {
-        return None;
+/// `None` unless `bytes` is exactly one serialized pairs map; else whether all
+/// its values are empty (a list).
+fn pairs_shape(bytes: &[u8]) -> Option<bool> {
+    let mut pairs = Pairs::new(bytes)?;
+    let mut list = true;
+    while let Some((_, value)) = pairs.next_pair() {
+        list &= value.is_empty();
     }
-    let mut data = 4usize.checked_add(count.checked_mul(8)?)?;
-    let mut pairs = Vec::with_capacity(count);
-    for i in 0..count {
-        let key_len = read_u32(bytes, 4 + i * 8)?;
-        let value_len = read_u32(bytes, 8 + i * 8)?;
-        let key = take_nul_terminated(bytes, &mut data, key_len)?;
-        let value = take_nul_terminated(bytes, &mut data, value_len)?;
-        pairs.push((key, value));
-    }
-    (data == bytes.len()).then_some(pairs)
+    pairs.read_whole().then_some(list)
 }
 
 fn take_nul_terminated<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
@@ -541,6 +690,55 @@ mod tests {
         let bytes = captured_payload();
         for cut in 0..bytes.len() {
             let _ = envoy_lookup(&bytes[..cut], &path("realm_access.roles"));
+        }
+    }
+
+    /// The scalar reading before the printable-ASCII shortcut: decode UTF-8,
+    /// reject control characters, then the binary shapes.
+    fn reference_scalar(bytes: &[u8]) -> Claim {
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            if !text.chars().any(char::is_control) {
+                return Claim::Scalar(text.to_owned());
+            }
+        }
+        match bytes {
+            [b] if *b <= 1 => Claim::Scalar((*b == 1).to_string()),
+            _ => match <[u8; 8]>::try_from(bytes) {
+                Ok(raw) => Claim::Scalar(number_text(f64::from_le_bytes(raw))),
+                Err(_) => Claim::Scalar(String::from_utf8_lossy(bytes).into_owned()),
+            },
+        }
+    }
+
+    #[test]
+    fn scalars_read_like_the_reference() {
+        let mut inputs: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in 0..=255u8 {
+            for b in [
+                0u8, 0x1f, 0x20, 0x41, 0x7e, 0x7f, 0x80, 0x9f, 0xa0, 0xc2, 0xff,
+            ] {
+                inputs.push(vec![a, b]);
+                inputs.push(vec![b'x', a, b]);
+            }
+        }
+        // C1 controls (U+0080..U+009F) are valid UTF-8 but not text.
+        inputs.extend([
+            "a\u{85}b".as_bytes().to_vec(),
+            "é-ü".as_bytes().to_vec(),
+            b"sub-123".to_vec(),
+            b"1234567\x7f".to_vec(),
+        ]);
+        for n in [0.0, 1.0, 42.0, -1.5, 4102444800.0, f64::NAN, 1e300] {
+            inputs.push(f64::to_le_bytes(n).to_vec());
+        }
+        for input in &inputs {
+            if pairs_shape(input).is_none() {
+                assert_eq!(
+                    from_envoy_bytes(input),
+                    reference_scalar(input),
+                    "{input:?}"
+                );
+            }
         }
     }
 

@@ -9,16 +9,85 @@
 //!   HTTP/2 splits one; both read the same).
 
 /// The `(name, value)` pairs of one `Cookie` header value, in order.
-pub fn pairs(header_value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    header_value.split(|&b| b == b';').filter_map(|pair| {
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        let (raw_name, raw_value) = pair.split_at(eq);
-        // `split_at` keeps the `=` at the start of the value part.
-        Some((
-            trim(raw_name),
-            unquote(trim(raw_value.get(1..).unwrap_or_default())),
-        ))
-    })
+pub fn pairs(header_value: &[u8]) -> Pairs<'_> {
+    Pairs {
+        rest: Some(header_value),
+    }
+}
+
+/// The iterator of [`pairs`]: one pass over the bytes, per pair a scan for its
+/// `=` and then for the `;` that ends it (every request runs this).
+pub struct Pairs<'a> {
+    /// What follows the last `;` read; `None` once the end was reached.
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let rest = self.rest?;
+            let Some(at) = find_either(rest, b'=', b';') else {
+                // The last piece, without `=`: skipped.
+                self.rest = None;
+                return None;
+            };
+            let (name, after) = rest.split_at(at);
+            let after = after.get(1..).unwrap_or_default();
+            if rest.get(at) == Some(&b';') {
+                // A piece without `=`: skipped.
+                self.rest = Some(skip_spaces(after));
+                continue;
+            }
+            let value = match find_either(after, b';', b';') {
+                Some(end) => {
+                    let (value, next) = after.split_at(end);
+                    // The next name's leading spaces (`; `), which trimming
+                    // would drop: skipped here, the name then has none to trim.
+                    self.rest = Some(skip_spaces(next.get(1..).unwrap_or_default()));
+                    value
+                }
+                None => {
+                    self.rest = None;
+                    after
+                }
+            };
+            return Some((trim(name), unquote(trim(value))));
+        }
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `word` equal to `byte`, flagged by their high bit. A byte above
+/// a true match may be flagged falsely, so only the lowest flag is exact.
+#[inline]
+fn flag(word: u64, byte: u8) -> u64 {
+    let x = word ^ ONES.wrapping_mul(u64::from(byte));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The first position of `a` or `b` in `bytes`, eight bytes at a time (a cookie
+/// header is scanned on every request).
+#[inline]
+fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut words {
+        if let Ok(raw) = <[u8; 8]>::try_from(chunk) {
+            let word = u64::from_le_bytes(raw);
+            let found = flag(word, a) | flag(word, b);
+            if found != 0 {
+                return Some(at + (found.trailing_zeros() / 8) as usize);
+            }
+        }
+        at += 8;
+    }
+    let tail = words.remainder();
+    tail.iter().position(|&c| c == a || c == b).map(|i| at + i)
 }
 
 /// The value of cookie `name` in one `Cookie` header value, if present.
@@ -26,7 +95,30 @@ pub fn find<'a>(header_value: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     pairs(header_value).find_map(|(n, v)| (n == name).then_some(v))
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
+#[inline]
+fn trim(s: &[u8]) -> &[u8] {
+    // Most names and values have no space at either end.
+    match s {
+        [] => s,
+        [first, .., last] if !is_space(*first) && !is_space(*last) => s,
+        [only] if !is_space(*only) => s,
+        _ => trim_spaces(s),
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+#[inline]
+fn skip_spaces(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    s
+}
+
+fn trim_spaces(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
@@ -45,7 +137,66 @@ fn unquote(s: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::find;
+    use super::{find, pairs, trim_spaces, unquote};
+    use crate::rng::SplitMix64;
+
+    /// The straightforward reading of the rules at the top: split on `;`, keep
+    /// pieces with `=`, trim, unquote (the implementation before the word scan).
+    fn reference(header: &[u8]) -> Vec<(&[u8], &[u8])> {
+        header
+            .split(|&b| b == b';')
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                let (name, value) = pair.split_at(eq);
+                Some((trim_spaces(name), unquote(trim_spaces(&value[1..]))))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn word_scan_reads_like_the_reference() {
+        const ALPHABET: &[u8] = b"a=; \t\"\xff";
+        // Every header of up to 6 bytes over the syntax's bytes...
+        let mut headers: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..6 {
+            last = last
+                .iter()
+                .flat_map(|h| {
+                    ALPHABET.iter().map(move |&b| {
+                        let mut h = h.clone();
+                        h.push(b);
+                        h
+                    })
+                })
+                .collect();
+            headers.extend(last.iter().cloned());
+        }
+        // ...and longer ones, where separators fall anywhere in an 8-byte word.
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..20_000 {
+            let len = (rng.next_u64() % 40) as usize;
+            let header = (0..len)
+                .map(|_| {
+                    let r = rng.next_u64() as usize;
+                    // Mostly name/value bytes, so that pairs are long.
+                    if r % 4 == 0 {
+                        ALPHABET[(r >> 8) % ALPHABET.len()]
+                    } else {
+                        b'x'
+                    }
+                })
+                .collect();
+            headers.push(header);
+        }
+        for header in &headers {
+            assert_eq!(
+                pairs(header).collect::<Vec<_>>(),
+                reference(header),
+                "{header:?}"
+            );
+        }
+    }
 
     #[test]
     fn finds_a_cookie_among_others() {

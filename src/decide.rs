@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 
 use crate::bucket::{random_bucket, Split};
-use crate::claims::Claim;
 use crate::pin::{self, PinId};
 use crate::request::{LookupError, RequestView};
 use crate::router::{Mode, Router};
@@ -238,10 +237,14 @@ fn first_key(
     request: &impl RequestView,
 ) -> Result<Option<(usize, u16)>, LookupError> {
     for (index, key) in router.sticky_keys.iter().enumerate() {
+        let claim;
         let value = match key.source {
             Source::Header(slot) => request.header(slot)?,
             Source::Cookie(slot) => request.cookie(slot)?,
-            Source::Claim(slot) => request.claim(slot)?.and_then(Claim::as_key),
+            Source::Claim(slot) => {
+                claim = request.claim(slot)?;
+                claim.as_ref().and_then(|c| c.as_key())
+            }
         };
         let bucket = value.filter(|v| !v.is_empty()).map(|v| split.bucket(v));
         if let Some(bucket) = bucket {

@@ -41,7 +41,7 @@ fn decide(router: &Router, fake: &Fake, entropy: &mut impl Entropy) -> Decision 
     let headers = if fake.broken {
         Err(LookupError)
     } else {
-        Ok(fake.headers.clone())
+        Ok(fake.headers.as_slice())
     };
     let claims = match &fake.claims {
         Some(Value::Object(map)) => JsonClaims(Some(map.clone())),
@@ -610,7 +610,7 @@ fn a_ramp_step_shows_in_the_decision_header() {
     );
     assert_eq!((last.weights_bp(), last.step()), (vec![0, 10_000], Some(1)));
     let req = Fake::new().header("x-user-id", "alice");
-    let request = Request::new(&r.slots, &r.jwt, JsonClaims(None), Ok(req.headers.clone()));
+    let request = Request::new(&r.slots, &r.jwt, JsonClaims(None), Ok(&req.headers));
     let d = super::decide_with(&r, &first, &request, &mut NoRandom);
     assert!(d.describe(&r).ends_with("; step=1"), "{}", d.describe(&r));
     let d = super::decide_with(&r, &last, &request, &mut NoRandom);

@@ -9,9 +9,9 @@
 
 use std::cell::OnceCell;
 
-use crate::claims::{self, Claim, Payload};
+use crate::claims::{self, ClaimRef, Payload};
 use crate::cookie;
-use crate::slots::Slots;
+use crate::slots::{SlotList, SlotValues, Slots};
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +25,25 @@ pub trait RequestView {
     fn header(&self, slot: usize) -> Lookup<&[u8]>;
     /// A cookie's value (first occurrence over all `cookie` headers).
     fn cookie(&self, slot: usize) -> Lookup<&[u8]>;
-    /// A JWT claim, from the configured claim source.
-    fn claim(&self, slot: usize) -> Lookup<&Claim>;
+    /// A JWT claim, from the configured claim source, borrowed from its payload.
+    fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>>;
     /// Whether the request carries claims at all (a verified or decodable token),
     /// so that "this claim is absent" can be told from "there is no token".
     fn has_claims(&self) -> Result<bool, LookupError>;
+    /// The header and cookie slots that hold a value, when known, so that the
+    /// rule walk can skip the rules on absent values (see
+    /// [`crate::rules::RuleSet::first_match`]). `None` (every rule is read)
+    /// when not known, and when the headers could not be listed.
+    fn present_slots(&self) -> Option<PresentSlots> {
+        None
+    }
+}
+
+/// The header and cookie slots of one request that hold a value, each once.
+#[derive(Debug, Clone, Copy)]
+pub struct PresentSlots {
+    pub headers: SlotList,
+    pub cookies: SlotList,
 }
 
 /// Where JWT claims come from (configured by `jwt.source`).
@@ -55,7 +69,9 @@ pub trait ClaimSource {
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
 pub type HeaderList = Vec<(String, Vec<u8>)>;
 
-/// One request as the decision sees it.
+/// One request as the decision sees it. Header and cookie values are borrowed
+/// from the host's header list, which must outlive it; only a repeated header
+/// (joined with `,`) is copied, into `joined`.
 pub struct Request<'r, C> {
     slots: &'r Slots,
     jwt: &'r JwtSource,
@@ -63,16 +79,18 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
-    headers: Vec<Option<Vec<u8>>>,
-    cookies: Vec<Option<Vec<u8>>>,
-    claim_values: Vec<OnceCell<Option<Claim>>>,
+    headers: SlotValues<'r>,
+    /// The headers that occur more than once, by slot: all values joined with
+    /// `,`. Usually empty, which costs nothing.
+    joined: Vec<(usize, Vec<u8>)>,
+    cookies: SlotValues<'r>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
     /// The header carrying the claims: `authorization` for `unverified_bearer`,
     /// jwt_authn's payload header for `payload_header`; `None` otherwise.
     claims_header: Option<&'r str>,
-    /// That header's value, and how many copies the request carried.
-    claims_value: Option<Vec<u8>>,
+    /// That header's value (borrowed), and how many copies the request carried.
+    claims_value: Option<&'r [u8]>,
     claims_copies: u32,
 }
 
@@ -82,16 +100,16 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         slots: &'r Slots,
         jwt: &'r JwtSource,
         claims: C,
-        headers: Result<HeaderList, LookupError>,
+        headers: Result<&'r [(String, Vec<u8>)], LookupError>,
     ) -> Self {
         let mut request = Request {
             slots,
             jwt,
             claims,
             listed: headers.is_ok(),
-            headers: vec![None; slots.header_count()],
-            cookies: vec![None; slots.cookie_count()],
-            claim_values: (0..slots.claim_count()).map(|_| OnceCell::new()).collect(),
+            headers: SlotValues::default(),
+            joined: Vec::new(),
+            cookies: SlotValues::default(),
             payload: OnceCell::new(),
             claims_header: match jwt {
                 JwtSource::UnverifiedBearer => Some("authorization"),
@@ -103,35 +121,47 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         };
         for (name, value) in headers.unwrap_or_default() {
             if name == "cookie" && slots.cookie_count() > 0 {
-                request.index_cookies(&value);
+                request.index_cookies(value);
             }
             if request.claims_header == Some(name.as_str()) {
                 request.claims_copies += 1;
                 if request.claims_value.is_none() {
-                    request.claims_value = Some(value.clone());
+                    request.claims_value = Some(value);
                 }
             }
-            if let Some(slot) = request.slots.header_slot(&name) {
-                if let Some(entry) = request.headers.get_mut(slot) {
-                    match entry {
-                        None => *entry = Some(value),
-                        Some(joined) => {
-                            joined.push(b',');
-                            joined.extend_from_slice(&value);
-                        }
-                    }
-                }
+            if let Some(slot) = slots.header_slot(name) {
+                request.index_header(slot, value);
             }
         }
         request
     }
 
-    fn index_cookies(&mut self, header_value: &[u8]) {
+    fn index_header(&mut self, slot: usize, value: &'r [u8]) {
+        let Some(first) = self.headers.get(slot) else {
+            self.headers.insert(slot, value, self.slots.header_count());
+            return;
+        };
+        match self.joined.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, joined)) => {
+                joined.push(b',');
+                joined.extend_from_slice(value);
+            }
+            None => {
+                let mut joined = Vec::with_capacity(first.len() + 1 + value.len());
+                joined.extend_from_slice(first);
+                joined.push(b',');
+                joined.extend_from_slice(value);
+                self.joined.push((slot, joined));
+            }
+        }
+    }
+
+    fn index_cookies(&mut self, header_value: &'r [u8]) {
         for (name, value) in cookie::pairs(header_value) {
             if let Some(slot) = self.slots.cookie_slot(name) {
                 // The first occurrence of a name wins.
-                if let Some(entry @ None) = self.cookies.get_mut(slot) {
-                    *entry = Some(value.to_vec());
+                if self.cookies.get(slot).is_none() {
+                    self.cookies.insert(slot, value, self.slots.cookie_count());
                 }
             }
         }
@@ -155,7 +185,6 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             JwtSource::UnverifiedBearer => {
                 self.listed()?;
                 self.claims_value
-                    .as_deref()
                     .and_then(claims::bearer_token)
                     .and_then(claims::bearer_payload)
                     .map(Payload::Json)
@@ -166,7 +195,6 @@ impl<'r, C: ClaimSource> Request<'r, C> {
                 // (the early strip is missing): trust neither.
                 if self.claims_copies == 1 {
                     self.claims_value
-                        .as_deref()
                         .and_then(claims::forwarded_payload)
                         .map(Payload::Json)
                 } else {
@@ -181,29 +209,40 @@ impl<'r, C: ClaimSource> Request<'r, C> {
 impl<C: ClaimSource> RequestView for Request<'_, C> {
     fn header(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
-        Ok(self.headers.get(slot).and_then(|v| v.as_deref()))
+        if let Some((_, joined)) = self.joined.iter().find(|(s, _)| *s == slot) {
+            return Ok(Some(joined));
+        }
+        Ok(self.headers.get(slot))
     }
 
     fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
-        Ok(self.cookies.get(slot).and_then(|v| v.as_deref()))
+        Ok(self.cookies.get(slot))
     }
 
-    fn claim(&self, slot: usize) -> Lookup<&Claim> {
-        let Some(cell) = self.claim_values.get(slot) else {
+    fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
+        if slot >= self.slots.claim_count() {
             return Ok(None);
-        };
-        if let Some(claim) = cell.get() {
-            return Ok(claim.as_ref());
         }
-        let claim = self
+        // Looked up in the payload on every read: a walk over a few keys in
+        // place, cheaper than keeping a copy of each claim per request.
+        Ok(self
             .payload()?
-            .and_then(|p| p.claim(self.slots.claim_path(slot)));
-        Ok(cell.get_or_init(|| claim).as_ref())
+            .and_then(|p| p.claim_ref(self.slots.claim_path(slot))))
     }
 
     fn has_claims(&self) -> Result<bool, LookupError> {
         Ok(self.payload()?.is_some())
+    }
+
+    fn present_slots(&self) -> Option<PresentSlots> {
+        if !self.listed {
+            return None;
+        }
+        Some(PresentSlots {
+            headers: self.headers.present()?,
+            cookies: self.cookies.present()?,
+        })
     }
 }
 
@@ -247,22 +286,83 @@ mod tests {
     #[test]
     fn repeated_headers_join_with_commas() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
-        let r = Request::new(
-            &s,
-            &jwt,
-            JsonClaims(None),
-            Ok(list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3")])),
-        );
-        assert_eq!(r.header(0), Ok(Some(&b"1,3"[..])));
+        let headers = list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3"), ("x-a", b"")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!(r.header(0), Ok(Some(&b"1,3,"[..])));
         assert_eq!(r.header(1), Ok(Some(&b"2"[..])));
         assert_eq!(r.header(7), Ok(None));
+    }
+
+    #[test]
+    fn many_slots_and_many_values_read_the_same() {
+        let mut s = Slots::default();
+        let n = SlotValues::INLINE + 4;
+        for i in 0..n {
+            s.intern_header(&format!("x-h{i}"));
+            s.intern_cookie(&format!("c{i}"));
+        }
+        let jwt = JwtSource::UnverifiedBearer;
+        // A few values of many slots: kept inline, listed as present.
+        let headers = list(&[
+            ("x-h1", b"a"),
+            ("x-h10", b"b"),
+            ("cookie", b"c11=z; c0=y"),
+            ("x-h10", b"c"),
+        ]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!(r.header(1), Ok(Some(&b"a"[..])));
+        assert_eq!(r.header(10), Ok(Some(&b"b,c"[..])));
+        assert_eq!(r.header(11), Ok(None));
+        assert_eq!(r.header(n), Ok(None));
+        assert_eq!(r.cookie(11), Ok(Some(&b"z"[..])));
+        assert_eq!(r.cookie(0), Ok(Some(&b"y"[..])));
+        assert_eq!(r.cookie(9), Ok(None));
+        let present = r.present_slots().unwrap();
+        assert_eq!(present.headers.iter().collect::<Vec<_>>(), [1, 10]);
+        assert_eq!(present.cookies.iter().collect::<Vec<_>>(), [11, 0]);
+
+        // Every slot filled (more than fit inline), in reverse, one repeated.
+        let mut headers: HeaderList = (0..n)
+            .rev()
+            .map(|i| (format!("x-h{i}"), format!("v{i}").into_bytes()))
+            .collect();
+        headers.push(("x-h3".into(), b"again".to_vec()));
+        let cookies: Vec<String> = (0..n).map(|i| format!("c{i}=w{i}")).collect();
+        headers.push(("cookie".into(), cookies.join("; ").into_bytes()));
+        headers.push(("cookie".into(), b"c5=late".to_vec()));
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        for i in 0..n {
+            let want = if i == 3 {
+                "v3,again".to_owned()
+            } else {
+                format!("v{i}")
+            };
+            assert_eq!(r.header(i), Ok(Some(want.as_bytes())), "x-h{i}");
+            assert_eq!(r.cookie(i), Ok(Some(format!("w{i}").as_bytes())), "c{i}");
+        }
+        assert_eq!(r.header(n), Ok(None));
+        assert!(r.present_slots().is_none(), "too many to list");
+    }
+
+    #[test]
+    fn values_are_borrowed_from_the_header_list() {
+        let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
+        let headers = list(&[("x-a", b"1"), ("cookie", b"beta=yes")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        let in_list = |v: &[u8]| {
+            headers
+                .iter()
+                .any(|(_, h)| h.as_ptr_range().contains(&v.as_ptr()))
+        };
+        assert!(in_list(r.header(0).unwrap().unwrap()));
+        assert!(in_list(r.cookie(0).unwrap().unwrap()));
     }
 
     #[test]
     fn cookies_across_several_headers_first_wins() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
         let headers = list(&[("cookie", b"a=1; beta=no"), ("cookie", b"beta=yes; c=3")]);
-        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(headers));
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
         assert_eq!(r.cookie(0), Ok(Some(&b"no"[..])));
         assert_eq!(r.cookie(1), Ok(Some(&b"3"[..])));
     }
@@ -295,13 +395,16 @@ mod tests {
             metadata_key: "payload".into(),
         };
         let source = Counting(Cell::new(0));
-        let r = Request::new(&s, &jwt, &source, Ok(Vec::new()));
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        let r = Request::new(&s, &jwt, &source, Ok(&[]));
+        let alice = ClaimRef::Scalar(b"alice"[..].into());
+        assert_eq!(r.claim(0), Ok(Some(alice.clone())));
+        assert_eq!(r.claim(0), Ok(Some(alice)));
         assert_eq!(r.claim(1), Ok(None));
         assert_eq!(source.0.get(), 1, "one host read per request");
         assert_eq!(r.has_claims(), Ok(true));
     }
+
+    use crate::claims::Claim;
 
     fn forwarded(json: &str) -> Vec<u8> {
         claims::base64url_encode(json.as_bytes()).into_bytes()
@@ -314,16 +417,13 @@ mod tests {
             header: "x-jwt-payload".into(),
         };
         let value = forwarded(r#"{"sub":"alice","groups":["dev","staff"]}"#);
-        let r = Request::new(
-            &s,
-            &jwt,
-            JsonClaims(None),
-            Ok(list(&[("x-jwt-payload", &value)])),
-        );
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("alice".into()))));
+        let headers = list(&[("x-jwt-payload", &value)]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        let claim = |slot| r.claim(slot).map(|c| c.map(|c| c.to_claim()));
+        assert_eq!(claim(0), Ok(Some(Claim::Scalar("alice".into()))));
         assert_eq!(
-            r.claim(1),
-            Ok(Some(&Claim::List(vec!["dev".into(), "staff".into()])))
+            claim(1),
+            Ok(Some(Claim::List(vec!["dev".into(), "staff".into()])))
         );
         assert_eq!(r.has_claims(), Ok(true));
 
@@ -332,13 +432,9 @@ mod tests {
         while padded.len() % 4 != 0 {
             padded.push(b'=');
         }
-        let r = Request::new(
-            &s,
-            &jwt,
-            JsonClaims(None),
-            Ok(list(&[("x-jwt-payload", &padded)])),
-        );
-        assert_eq!(r.claim(0), Ok(Some(&Claim::Scalar("bob".into()))));
+        let headers = list(&[("x-jwt-payload", &padded)]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!(r.claim(0), Ok(Some(ClaimRef::Scalar(b"bob"[..].into()))));
     }
 
     #[test]
@@ -355,7 +451,7 @@ mod tests {
             list(&[("x-jwt-payload", &forwarded("[1,2]"))]),
             list(&[("authorization", b"Bearer e30.e30.x")]),
         ] {
-            let r = Request::new(&s, &jwt, JsonClaims(None), Ok(headers.clone()));
+            let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
             assert_eq!(r.claim(0), Ok(None), "{headers:?}");
             assert_eq!(r.has_claims(), Ok(false), "{headers:?}");
         }
@@ -363,12 +459,8 @@ mod tests {
         let verified = JwtSource::Verified {
             metadata_key: "payload".into(),
         };
-        let r = Request::new(
-            &s,
-            &verified,
-            JsonClaims(None),
-            Ok(list(&[("x-jwt-payload", &forged)])),
-        );
+        let headers = list(&[("x-jwt-payload", &forged)]);
+        let r = Request::new(&s, &verified, JsonClaims(None), Ok(&headers));
         assert_eq!(r.claim(0), Ok(None));
     }
 }

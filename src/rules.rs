@@ -4,9 +4,10 @@
 //! lowercased, claim paths split, `in` lists turned into hash sets (O(1) per
 //! request whatever their size), regexes compiled and anchored for a full match.
 
-use crate::claims::Claim;
-use crate::request::{LookupError, RequestView};
+use crate::claims::ClaimRef;
+use crate::request::{LookupError, PresentSlots, RequestView};
 use crate::slots::ByteSet;
+use crate::slots::SlotList;
 
 /// What a rule or sticky key reads: a slot numbered at configure time (names in
 /// [`crate::slots::Slots`]).
@@ -57,34 +58,43 @@ impl Rule {
                 if claim.is_none() && !request.has_claims()? {
                     return Ok(false);
                 }
-                self.on_claim(claim)
+                self.on_claim(claim.as_ref())
             }
         })
     }
 
+    /// Most rules of a long list read an absent header or cookie: that answer is
+    /// inlined into the walk, the comparison is not.
+    #[inline]
     fn on_value(&self, value: Option<&[u8]>) -> bool {
-        match (&self.operator, value) {
-            (Operator::Present(wanted), value) => value.is_some() == *wanted,
-            (_, None) => false,
-            (Operator::Contains(token), Some(value)) => tokens(value).any(|t| t == &**token),
-            (op, Some(value)) => compare(op, value),
+        match value {
+            None => matches!(self.operator, Operator::Present(false)),
+            Some(value) => self.on_present(value),
         }
     }
 
-    fn on_claim(&self, claim: Option<&Claim>) -> bool {
+    fn on_present(&self, value: &[u8]) -> bool {
+        match &self.operator {
+            Operator::Present(wanted) => *wanted,
+            Operator::Contains(token) => tokens(value).any(|t| t == &**token),
+            op => compare(op, value),
+        }
+    }
+
+    fn on_claim(&self, claim: Option<&ClaimRef<'_>>) -> bool {
         match (&self.operator, claim) {
             (Operator::Present(wanted), claim) => claim.is_some() == *wanted,
-            (_, None | Some(Claim::Object)) => false,
-            (Operator::Contains(token), Some(Claim::List(items))) => {
-                items.iter().any(|i| i.as_bytes() == &**token)
+            (_, None | Some(ClaimRef::Object)) => false,
+            (Operator::Contains(token), Some(ClaimRef::List(list))) => {
+                list.items().any(|i| *i == **token)
             }
-            (Operator::Contains(token), Some(Claim::Scalar(s))) => {
-                tokens(s.as_bytes()).any(|t| t == &**token)
+            (Operator::Contains(token), Some(ClaimRef::Scalar(s))) => {
+                tokens(s).any(|t| t == &**token)
             }
             // A list claim matches a scalar operator when any element does
             // (Istio's semantics for `request.auth.claims`).
-            (op, Some(Claim::List(items))) => items.iter().any(|i| compare(op, i.as_bytes())),
-            (op, Some(Claim::Scalar(s))) => compare(op, s.as_bytes()),
+            (op, Some(ClaimRef::List(list))) => list.items().any(|i| compare(op, &i)),
+            (op, Some(ClaimRef::Scalar(s))) => compare(op, s),
         }
     }
 }
@@ -110,11 +120,50 @@ fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    index: RuleIndex,
 }
+
+/// The rules by what they need to match, each list in configuration order. A
+/// header or cookie rule other than `present: false` cannot match an absent
+/// value, so it is listed under its slot and read only when that slot holds a
+/// value; every other rule (claims, `present: false`) is read on each request.
+#[derive(Debug, Clone, Default)]
+struct RuleIndex {
+    by_header: Vec<Vec<usize>>,
+    by_cookie: Vec<Vec<usize>>,
+    always: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn new(rules: &[Rule]) -> RuleIndex {
+        let mut index = RuleIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            let (lists, slot) = match (rule.source, &rule.operator) {
+                (_, Operator::Present(false)) | (Source::Claim(_), _) => {
+                    index.always.push(i);
+                    continue;
+                }
+                (Source::Header(slot), _) => (&mut index.by_header, slot),
+                (Source::Cookie(slot), _) => (&mut index.by_cookie, slot),
+            };
+            if lists.len() <= slot {
+                lists.resize_with(slot + 1, Vec::new);
+            }
+            if let Some(list) = lists.get_mut(slot) {
+                list.push(i);
+            }
+        }
+        index
+    }
+}
+
+/// The candidate lists of one request: `always` and one per present slot.
+const MAX_LISTS: usize = 1 + 2 * SlotList::MAX;
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
-        RuleSet { rules }
+        let index = RuleIndex::new(&rules);
+        RuleSet { rules, index }
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -131,12 +180,205 @@ impl RuleSet {
 
     /// Index of the first matching rule. A read error stops the walk: a later rule
     /// must not win when an earlier one could not be evaluated.
+    ///
+    /// When the request says which header and cookie slots hold a value, only
+    /// the rules that can match are read, in configuration order: the rules
+    /// skipped read an absent value, which cannot fail and cannot match. A
+    /// config of hundreds of rules on headers that a request does not carry
+    /// then costs what its few candidates cost.
     pub fn first_match(&self, request: &impl RequestView) -> Result<Option<usize>, LookupError> {
-        for (index, rule) in self.rules.iter().enumerate() {
+        let mut candidates = if self.rules.len() > Self::WALK_UP_TO {
+            request
+                .present_slots()
+                .map(|present| Candidates::new(&self.index, present))
+        } else {
+            None
+        };
+        let mut next = 0;
+        loop {
+            let index = match &mut candidates {
+                Some(candidates) => match candidates.next() {
+                    Some(index) => index,
+                    None => return Ok(None),
+                },
+                None => next,
+            };
+            next += 1;
+            let Some(rule) = self.rules.get(index) else {
+                return Ok(None);
+            };
             if rule.matches(request)? {
                 return Ok(Some(index));
             }
         }
-        Ok(None)
+    }
+
+    /// A few rules cost less to read in turn than to select.
+    const WALK_UP_TO: usize = 8;
+}
+
+/// The rules one request can match, in configuration order: the candidate
+/// lists (`always`, and the list of each present slot) merged; each rule is in
+/// exactly one list.
+struct Candidates<'s> {
+    lists: [&'s [usize]; MAX_LISTS],
+    count: usize,
+}
+
+impl<'s> Candidates<'s> {
+    fn new(index: &'s RuleIndex, present: PresentSlots) -> Candidates<'s> {
+        let by_slot = |lists: &'s [Vec<usize>], slot: usize| -> &'s [usize] {
+            lists.get(slot).map_or(&[], Vec::as_slice)
+        };
+        let lists = std::iter::once(index.always.as_slice())
+            .chain(present.headers.iter().map(|s| by_slot(&index.by_header, s)))
+            .chain(present.cookies.iter().map(|s| by_slot(&index.by_cookie, s)))
+            .filter(|list| !list.is_empty());
+        let mut candidates = Candidates {
+            lists: [&[]; MAX_LISTS],
+            count: 0,
+        };
+        for (slot, list) in candidates.lists.iter_mut().zip(lists) {
+            *slot = list;
+            candidates.count += 1;
+        }
+        candidates
+    }
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        // The list whose next rule comes first.
+        let next = self
+            .lists
+            .get_mut(..self.count)?
+            .iter_mut()
+            .filter(|list| !list.is_empty())
+            .min_by_key(|list| list.first().copied())?;
+        let (&index, rest) = next.split_first()?;
+        *next = rest;
+        Some(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::claims::{ClaimRef, Payload};
+    use crate::config::load;
+    use crate::request::{
+        ClaimSource, JsonClaims, JwtSource, Lookup, LookupError, Request, RequestView,
+    };
+    use crate::rng::SplitMix64;
+
+    /// The same request, without the present slots: every rule is read.
+    struct Unindexed<'a, R>(&'a R);
+
+    impl<R: RequestView> RequestView for Unindexed<'_, R> {
+        fn header(&self, slot: usize) -> Lookup<&[u8]> {
+            self.0.header(slot)
+        }
+        fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
+            self.0.cookie(slot)
+        }
+        fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
+            self.0.claim(slot)
+        }
+        fn has_claims(&self) -> Result<bool, LookupError> {
+            self.0.has_claims()
+        }
+    }
+
+    /// Claims that can also fail, as a host read can.
+    struct MaybeClaims(Option<Value>, bool);
+
+    impl ClaimSource for MaybeClaims {
+        fn verified_payload(&self, key: &str) -> Lookup<Payload> {
+            if self.1 {
+                return Err(LookupError);
+            }
+            JsonClaims(self.0.as_ref().and_then(|c| c.as_object().cloned())).verified_payload(key)
+        }
+    }
+
+    const HEADERS: [&str; 10] = [
+        "x-a", "x-b", "x-c", "x-d", "x-e", "x-f", "x-g", "x-h", "x-i", "x-j",
+    ];
+    const VALUES: [&str; 4] = ["on", "off", "o", ""];
+
+    #[test]
+    fn the_candidate_walk_picks_what_the_full_walk_picks() {
+        let rng = std::cell::RefCell::new(SplitMix64::new(42));
+        let pick = |n: usize| (rng.borrow_mut().next_u64() % n as u64) as usize;
+        for _ in 0..40 {
+            // A random rule list over headers, cookies and a claim, every operator.
+            let rules: Vec<Value> = (0..1 + pick(30))
+                .map(|i| {
+                    let operand = match pick(6) {
+                        0 => json!({"exact": "on"}),
+                        1 => json!({"prefix": "o"}),
+                        2 => json!({"present": true}),
+                        3 => json!({"present": false}),
+                        4 => json!({"in": ["on", "x"]}),
+                        _ => json!({"regex": "o.*"}),
+                    };
+                    let source = match pick(4) {
+                        0 | 1 => "header",
+                        2 => "cookie",
+                        _ => "jwt_claim",
+                    };
+                    let name = match source {
+                        "header" => HEADERS[pick(HEADERS.len())].to_owned(),
+                        "cookie" => format!("c{}", pick(10)),
+                        _ => ["groups", "sub"][pick(2)].to_owned(),
+                    };
+                    let mut operand = operand;
+                    operand["name"] = json!(name);
+                    json!({"name": format!("r{i}"), "subset": "v2", "match": {source: operand}})
+                })
+                .collect();
+            let config = json!({
+                "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+                "sticky": {"keys": [{"header": "x-user-id"}], "seed": "s"},
+                "jwt": {"source": "verified", "metadata_key": "payload"},
+                "rules": rules,
+            });
+            let router = load(config.to_string().as_bytes()).unwrap().router;
+            let jwt = JwtSource::Verified {
+                metadata_key: "payload".into(),
+            };
+            for _ in 0..200 {
+                // Up to all ten headers (past eight present slots: not known).
+                let mut headers: Vec<(String, Vec<u8>)> = HEADERS
+                    .iter()
+                    .filter(|_| pick(3) == 0)
+                    .map(|h| (h.to_string(), VALUES[pick(4)].as_bytes().to_vec()))
+                    .collect();
+                let cookies: Vec<String> = (0..pick(12))
+                    .map(|_| format!("c{}={}", pick(10), VALUES[pick(4)]))
+                    .collect();
+                headers.push(("cookie".into(), cookies.join("; ").into_bytes()));
+                let claims = match pick(3) {
+                    0 => None,
+                    _ => Some(json!({"groups": [VALUES[pick(4)]], "sub": VALUES[pick(4)]})),
+                };
+                let failing = pick(10) == 0;
+                let listed = if pick(10) == 0 {
+                    Err(LookupError)
+                } else {
+                    Ok(headers.as_slice())
+                };
+                let request =
+                    Request::new(&router.slots, &jwt, MaybeClaims(claims, failing), listed);
+                assert_eq!(
+                    router.rules.first_match(&request),
+                    router.rules.first_match(&Unindexed(&request)),
+                    "{config}\n{headers:?}"
+                );
+            }
+        }
     }
 }

@@ -52,6 +52,28 @@ pub type FastBuild = BuildHasherDefault<FastHasher>;
 pub type FastMap<K, V> = HashMap<K, V, FastBuild>;
 pub type FastSet<K> = HashSet<K, FastBuild>;
 
+/// `a == b` for the short names compared per request (header, cookie and claim
+/// names): most candidates differ in length or at an end, which is told first,
+/// and names of up to 16 bytes are compared as two overlapping words, without
+/// a call to `memcmp`.
+#[inline]
+pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() || a.first() != b.first() || a.last() != b.last() {
+        return false;
+    }
+    fn ends<const N: usize>(s: &[u8]) -> Option<(&[u8; N], &[u8; N])> {
+        Some((s.first_chunk()?, s.last_chunk()?))
+    }
+    match a.len() {
+        // The first and the last byte are all of it.
+        0..=2 => true,
+        3 => a.get(1) == b.get(1),
+        4..=7 => ends::<4>(a) == ends::<4>(b),
+        8..=16 => ends::<8>(a) == ends::<8>(b),
+        _ => a == b,
+    }
+}
+
 /// A set of byte strings, as a `FastMap` (see `Slots`: one map type in the .wasm).
 #[derive(Debug, Clone, Default)]
 pub struct ByteSet(FastMap<Box<[u8]>, usize>);
@@ -80,6 +102,41 @@ impl FromIterator<Box<[u8]>> for ByteSet {
     }
 }
 
+/// The lengths and first bytes of a set of names: most names a request carries
+/// that are not in the set (`:path`, `user-agent`, most cookies) are told apart
+/// by these, without hashing them.
+#[derive(Debug, Clone, Default)]
+struct NameFilter {
+    /// Bit `n`: a name of length `n` (63: of 63 or more).
+    lengths: u64,
+    /// Bit `b`: a name starting with byte `b`.
+    first_bytes: [u64; 4],
+}
+
+impl NameFilter {
+    fn add(&mut self, name: &[u8]) {
+        self.lengths |= 1 << name.len().min(63);
+        if let Some(&b) = name.first() {
+            if let Some(word) = self.first_bytes.get_mut(usize::from(b / 64)) {
+                *word |= 1 << (b % 64);
+            }
+        }
+    }
+
+    /// `false` only if `name` is certainly not in the set.
+    #[inline]
+    fn may_hold(&self, name: &[u8]) -> bool {
+        if self.lengths >> name.len().min(63) & 1 == 0 {
+            return false;
+        }
+        name.first().is_none_or(|&b| {
+            self.first_bytes
+                .get(usize::from(b / 64))
+                .is_some_and(|word| word >> (b % 64) & 1 == 1)
+        })
+    }
+}
+
 /// Header, cookie and claim slots of one configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Slots {
@@ -87,8 +144,10 @@ pub struct Slots {
     // Every table of the crate is a `FastMap<Box<[u8]>, usize>`: one hash map
     // instance in the .wasm instead of one per key and value type.
     header_index: FastMap<Box<[u8]>, usize>,
+    header_filter: NameFilter,
     cookies: Vec<String>,
     cookie_index: FastMap<Box<[u8]>, usize>,
+    cookie_filter: NameFilter,
     claims: Vec<Vec<String>>,
 }
 
@@ -101,6 +160,7 @@ impl Slots {
         let slot = self.headers.len();
         self.headers.push(name.to_owned());
         self.header_index.insert(name.as_bytes().into(), slot);
+        self.header_filter.add(name.as_bytes());
         slot
     }
 
@@ -111,6 +171,7 @@ impl Slots {
         let slot = self.cookies.len();
         self.cookies.push(name.to_owned());
         self.cookie_index.insert(name.as_bytes().into(), slot);
+        self.cookie_filter.add(name.as_bytes());
         slot
     }
 
@@ -129,7 +190,13 @@ impl Slots {
     #[inline]
     pub fn header_slot(&self, name: &str) -> Option<usize> {
         if self.headers.len() <= Self::LINEAR_UP_TO {
-            return self.headers.iter().position(|h| h.as_str() == name);
+            return self
+                .headers
+                .iter()
+                .position(|h| same_name(h.as_bytes(), name.as_bytes()));
+        }
+        if !self.header_filter.may_hold(name.as_bytes()) {
+            return None;
         }
         self.header_index.get(name.as_bytes()).copied()
     }
@@ -137,7 +204,13 @@ impl Slots {
     #[inline]
     pub fn cookie_slot(&self, name: &[u8]) -> Option<usize> {
         if self.cookies.len() <= Self::LINEAR_UP_TO {
-            return self.cookies.iter().position(|c| c.as_bytes() == name);
+            return self
+                .cookies
+                .iter()
+                .position(|c| same_name(c.as_bytes(), name));
+        }
+        if !self.cookie_filter.may_hold(name) {
+            return None;
         }
         self.cookie_index.get(name).copied()
     }
@@ -167,10 +240,156 @@ impl Slots {
     }
 }
 
+/// One request's values for a configuration's header (or cookie) slots.
+///
+/// The first [`SlotValues::INLINE`] slots to receive a value are kept inline
+/// (their numbers in `slots`, their values in `values`), which is also the list
+/// of the slots present (see [`crate::request::RequestView::present_slots`]); a
+/// request that fills more moves them into a table by slot on the heap. Most
+/// requests fill a few, so they allocate nothing, whatever the configuration's
+/// number of slots. (Kept small: the request is moved once per request.)
+#[derive(Debug, Default)]
+pub(crate) struct SlotValues<'r> {
+    slots: [u32; SlotValues::INLINE],
+    /// `Option` only so that a new table is all zeroes.
+    values: [Option<&'r [u8]>; SlotValues::INLINE],
+    len: usize,
+    /// By slot, once more than `INLINE` slots were filled (the inline ones are
+    /// then stale).
+    spilled: Vec<Option<&'r [u8]>>,
+}
+
+impl<'r> SlotValues<'r> {
+    pub const INLINE: usize = 8;
+
+    #[inline]
+    pub fn get(&self, slot: usize) -> Option<&'r [u8]> {
+        if !self.spilled.is_empty() {
+            return self.spilled.get(slot).copied().flatten();
+        }
+        let at = self
+            .slots
+            .get(..self.len)?
+            .iter()
+            .position(|&s| s as usize == slot)?;
+        self.values.get(at).copied().flatten()
+    }
+
+    /// Give `slot` its value; the caller checked that it has none. `count` is the
+    /// configuration's number of slots of this kind.
+    #[inline]
+    pub fn insert(&mut self, slot: usize, value: &'r [u8], count: usize) {
+        if let (true, Ok(number)) = (self.spilled.is_empty(), u32::try_from(slot)) {
+            if let (Some(s), Some(v)) =
+                (self.slots.get_mut(self.len), self.values.get_mut(self.len))
+            {
+                (*s, *v) = (number, Some(value));
+                self.len += 1;
+                return;
+            }
+        }
+        self.insert_spilled(slot, value, count);
+    }
+
+    fn insert_spilled(&mut self, slot: usize, value: &'r [u8], count: usize) {
+        if self.spilled.is_empty() {
+            self.spilled = vec![None; count.max(slot + 1)];
+            let inline = self.slots.iter().zip(&self.values).take(self.len);
+            for (&s, &v) in inline {
+                if let Some(entry) = self.spilled.get_mut(s as usize) {
+                    *entry = v;
+                }
+            }
+        }
+        if self.spilled.len() <= slot {
+            self.spilled.resize(slot + 1, None);
+        }
+        if let Some(entry) = self.spilled.get_mut(slot) {
+            *entry = Some(value);
+        }
+    }
+
+    /// The slots holding a value, unless there are too many to list.
+    pub fn present(&self) -> Option<SlotList> {
+        if !self.spilled.is_empty() {
+            return None;
+        }
+        let mut list = SlotList::default();
+        for (entry, &slot) in list.slots.iter_mut().zip(self.slots.get(..self.len)?) {
+            *entry = slot as usize;
+        }
+        list.len = self.len;
+        Some(list)
+    }
+}
+
+/// Up to [`SlotValues::INLINE`] slot numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlotList {
+    slots: [usize; SlotValues::INLINE],
+    len: usize,
+}
+
+impl SlotList {
+    /// At most this many.
+    pub const MAX: usize = SlotValues::INLINE;
+
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slots.iter().take(self.len).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::hash::BuildHasher;
+
+    #[test]
+    fn slot_values_inline_then_spilled() {
+        let data: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i]).collect();
+        let listed = |v: &SlotValues| v.present().map(|l| l.iter().collect::<Vec<_>>());
+        let mut values = SlotValues::default();
+        assert_eq!(values.get(3), None);
+        assert_eq!(listed(&values), Some(vec![]));
+        for (slot, value) in data.iter().enumerate().take(SlotValues::INLINE) {
+            values.insert(slot * 2, value, 40);
+        }
+        assert_eq!(values.get(2), Some(&[1u8][..]));
+        assert_eq!(values.get(3), None);
+        assert_eq!(listed(&values), Some((0..8).map(|i| i * 2).collect()));
+        // One more: the values move to the heap, the list of slots is gone.
+        values.insert(39, &data[19], 40);
+        assert_eq!(listed(&values), None);
+        for (slot, value) in data.iter().enumerate().take(SlotValues::INLINE) {
+            assert_eq!(values.get(slot * 2), Some(&value[..]));
+            assert_eq!(values.get(slot * 2 + 1), None);
+        }
+        assert_eq!(values.get(39), Some(&[19u8][..]));
+        values.insert(41, &data[0], 40);
+        assert_eq!(values.get(41), Some(&[0u8][..]));
+        assert_eq!(values.get(400), None);
+    }
+
+    #[test]
+    fn same_name_is_equality() {
+        let names: Vec<Vec<u8>> = (0..=20)
+            .flat_map(|len| {
+                let base: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+                // The name, and the name with each byte changed in turn.
+                let changed = (0..len).map(move |at| {
+                    let mut n: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+                    n[at] = b'Z';
+                    n
+                });
+                std::iter::once(base).chain(changed)
+            })
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn interning_is_stable() {
@@ -194,6 +413,20 @@ mod tests {
         assert_eq!(many.header_slot("x-h17"), Some(17));
         assert_eq!(many.cookie_slot(b"c19"), Some(19));
         assert_eq!(many.header_slot("x-h20"), None);
+        // Names the filter rules out, and names it lets through to the index.
+        for name in [":path", "y-h1", "x-h1000000000000", ""] {
+            assert_eq!(many.header_slot(name), None, "{name}");
+        }
+        assert_eq!(many.cookie_slot(b"c5"), Some(5));
+        assert_eq!(many.cookie_slot(b"c55"), None);
+        assert_eq!(many.cookie_slot(b"d5"), None);
+        let mut long = Slots::default();
+        let name = "x-".repeat(40);
+        for i in 0..10 {
+            long.intern_header(&format!("{name}{i}"));
+        }
+        assert_eq!(long.header_slot(&format!("{name}7")), Some(7));
+        assert_eq!(long.header_slot(&format!("{name}77")), None);
         assert_eq!(
             (slots.header_name(1), slots.cookie_name(0)),
             ("x-b", "beta")

@@ -90,7 +90,14 @@ impl HttpContext for CanaryHttp {
             return Action::Continue;
         };
         let router = &active.router;
-        let request = Request::new(&router.slots, &router.jwt, HostClaims, request_headers());
+        // The request borrows the header list: it lives until the decision is made.
+        let headers = request_headers();
+        let request = Request::new(
+            &router.slots,
+            &router.jwt,
+            HostClaims,
+            headers.as_deref().map_err(|&e| e),
+        );
         let mut decision = decide_with(
             router,
             &active.split.borrow(),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use canary_router::claims::base64url_encode;
 use canary_router::config::{self, Loaded};
 use canary_router::decide::{decide_with, Reason};
-use canary_router::request::{JsonClaims, JwtSource, Request};
+use canary_router::request::{HeaderList, JsonClaims, JwtSource, Request};
 use canary_router::rng::SplitMix64;
 use canary_router::router::{Mode, Router};
 use canary_router::simulate;
@@ -165,7 +165,7 @@ fn explain(
         }
         (_, claims) => claims,
     };
-    let header_list = headers
+    let header_list: HeaderList = headers
         .into_iter()
         .map(|(n, v)| (n, v.into_bytes()))
         .collect();
@@ -173,7 +173,7 @@ fn explain(
         &router.slots,
         &router.jwt,
         JsonClaims(verified_claims),
-        Ok(header_list),
+        Ok(&header_list),
     );
     let mut entropy = SplitMix64::from_entropy().unwrap_or_else(|| SplitMix64::new(0x5eed));
     // The split in force now: a ramp's current step, as the proxy computes it.
