@@ -11,49 +11,35 @@
 /// before the damage are still listed, nothing past the buffer is read.
 #[derive(Debug, Clone)]
 pub struct SerializedPairs<'a> {
-    buffer: &'a [u8],
-    /// Position of the next `(name length, value length)` pair.
-    sizes: usize,
-    /// Position of the next name.
-    data: usize,
-    remaining: usize,
+    /// The `(name length, value length)` pairs still to read, 8 bytes each.
+    sizes: std::slice::ChunksExact<'a, u8>,
+    /// The names and values still to read.
+    data: &'a [u8],
 }
 
-fn u32_at(buffer: &[u8], at: usize) -> Option<usize> {
-    let bytes = buffer.get(at..at.checked_add(4)?)?;
-    let mut word = [0u8; 4];
-    word.copy_from_slice(bytes);
-    usize::try_from(u32::from_le_bytes(word)).ok()
+fn le_u32(bytes: &[u8; 4]) -> usize {
+    u32::from_le_bytes(*bytes) as usize
 }
 
 impl<'a> SerializedPairs<'a> {
     pub fn new(buffer: &'a [u8]) -> SerializedPairs<'a> {
-        let count = u32_at(buffer, 0).unwrap_or(0);
-        // Each header takes at least 8 bytes of sizes and 2 NULs: a count that
-        // cannot fit is damage, not a reason to walk past the end.
-        let fits = count
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(4))
-            .is_some_and(|n| n <= buffer.len());
-        let remaining = if fits { count } else { 0 };
+        let (sizes, data) = buffer
+            .split_first_chunk::<4>()
+            .and_then(|(count, rest)| rest.split_at_checked(le_u32(count).checked_mul(8)?))
+            // A count that cannot fit is damage: list nothing.
+            .unwrap_or((&[], &[]));
         SerializedPairs {
-            buffer,
-            sizes: 4,
-            data: 4 + remaining * 8,
-            remaining,
+            sizes: sizes.chunks_exact(8),
+            data,
         }
     }
 
     fn next_pair(&mut self) -> Option<(&'a [u8], &'a [u8])> {
-        let name_len = u32_at(self.buffer, self.sizes)?;
-        let value_len = u32_at(self.buffer, self.sizes + 4)?;
-        let name_end = self.data.checked_add(name_len)?;
-        let value_start = name_end.checked_add(1)?;
-        let value_end = value_start.checked_add(value_len)?;
-        let name = self.buffer.get(self.data..name_end)?;
-        let value = self.buffer.get(value_start..value_end)?;
-        self.sizes += 8;
-        self.data = value_end.checked_add(1)?;
+        let (name_len, value_len) = self.sizes.next()?.split_first_chunk::<4>()?;
+        let value_len = le_u32(value_len.first_chunk::<4>()?);
+        let (name, rest) = self.data.split_at_checked(le_u32(name_len))?;
+        let (value, rest) = rest.get(1..)?.split_at_checked(value_len)?;
+        self.data = rest.get(1..).unwrap_or_default();
         Some((name, value))
     }
 }
@@ -61,20 +47,14 @@ impl<'a> SerializedPairs<'a> {
 impl<'a> Iterator for SerializedPairs<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.remaining == 0 {
-            return None;
+        let pair = self.next_pair();
+        if pair.is_none() {
+            // Damaged: stop for good, even if sizes remain.
+            self.sizes = [].chunks_exact(8);
         }
-        match self.next_pair() {
-            Some(pair) => {
-                self.remaining -= 1;
-                Some(pair)
-            }
-            None => {
-                self.remaining = 0;
-                None
-            }
-        }
+        pair
     }
 }
 
@@ -122,7 +102,9 @@ mod tests {
         let buffer = serialize(headers.iter().copied());
         let read: Vec<(&[u8], &[u8])> = SerializedPairs::new(&buffer).collect();
         assert_eq!(read, headers);
-        assert!(SerializedPairs::new(&serialize(std::iter::empty())).next().is_none());
+        assert!(SerializedPairs::new(&serialize(std::iter::empty()))
+            .next()
+            .is_none());
         assert!(SerializedPairs::new(&[]).next().is_none());
     }
 
@@ -139,10 +121,15 @@ mod tests {
         }
         // A count far larger than the buffer, and sizes that overflow.
         let mut huge = buffer.clone();
-        huge.get_mut(..4).unwrap().copy_from_slice(&u32::MAX.to_le_bytes());
+        huge.get_mut(..4)
+            .unwrap()
+            .copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(pairs(&huge).is_empty());
         let mut overflow = buffer.clone();
-        overflow.get_mut(4..8).unwrap().copy_from_slice(&u32::MAX.to_le_bytes());
+        overflow
+            .get_mut(4..8)
+            .unwrap()
+            .copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(pairs(&overflow).is_empty());
     }
 }

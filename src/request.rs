@@ -102,6 +102,21 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         claims: C,
         headers: Result<&'r [(String, Vec<u8>)], LookupError>,
     ) -> Self {
+        let pairs = headers.map(|list| {
+            list.iter()
+                .map(|(name, value)| (name.as_bytes(), value.as_slice()))
+        });
+        Self::from_pairs(slots, jwt, claims, pairs)
+    }
+
+    /// [`Request::new`] over `(name, value)` slices, as the proxy reads them in
+    /// place from the host's serialized header map ([`crate::header_map`]).
+    pub fn from_pairs(
+        slots: &'r Slots,
+        jwt: &'r JwtSource,
+        claims: C,
+        headers: Result<impl Iterator<Item = (&'r [u8], &'r [u8])>, LookupError>,
+    ) -> Self {
         let mut request = Request {
             slots,
             jwt,
@@ -119,11 +134,14 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             claims_value: None,
             claims_copies: 0,
         };
-        for (name, value) in headers.unwrap_or_default() {
-            if name == "cookie" && slots.cookie_count() > 0 {
+        let Ok(headers) = headers else {
+            return request;
+        };
+        for (name, value) in headers {
+            if name == b"cookie" && slots.cookie_count() > 0 {
                 request.index_cookies(value);
             }
-            if request.claims_header == Some(name.as_str()) {
+            if request.claims_header.map(str::as_bytes) == Some(name) {
                 request.claims_copies += 1;
                 if request.claims_value.is_none() {
                     request.claims_value = Some(value);

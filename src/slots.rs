@@ -188,17 +188,17 @@ impl Slots {
     const LINEAR_UP_TO: usize = 8;
 
     #[inline]
-    pub fn header_slot(&self, name: &str) -> Option<usize> {
+    pub fn header_slot(&self, name: &[u8]) -> Option<usize> {
         if self.headers.len() <= Self::LINEAR_UP_TO {
             return self
                 .headers
                 .iter()
-                .position(|h| same_name(h.as_bytes(), name.as_bytes()));
+                .position(|h| same_name(h.as_bytes(), name));
         }
-        if !self.header_filter.may_hold(name.as_bytes()) {
+        if !self.header_filter.may_hold(name) {
             return None;
         }
-        self.header_index.get(name.as_bytes()).copied()
+        self.header_index.get(name).copied()
     }
 
     #[inline]
@@ -400,8 +400,8 @@ mod tests {
         assert_eq!(slots.intern_cookie("beta"), 0);
         assert_eq!(slots.intern_claim(vec!["a".into(), "b".into()]), 0);
         assert_eq!(slots.intern_claim(vec!["a".into(), "b".into()]), 0);
-        assert_eq!(slots.header_slot("x-b"), Some(1));
-        assert_eq!(slots.header_slot("x-c"), None);
+        assert_eq!(slots.header_slot(b"x-b"), Some(1));
+        assert_eq!(slots.header_slot(b"x-c"), None);
         assert_eq!(slots.cookie_slot(b"beta"), Some(0));
         assert_eq!(slots.cookie_slot(b"bet"), None);
         // Past the linear range the hash index answers the same.
@@ -410,12 +410,12 @@ mod tests {
             assert_eq!(many.intern_header(&format!("x-h{i}")), i);
             assert_eq!(many.intern_cookie(&format!("c{i}")), i);
         }
-        assert_eq!(many.header_slot("x-h17"), Some(17));
+        assert_eq!(many.header_slot(b"x-h17"), Some(17));
         assert_eq!(many.cookie_slot(b"c19"), Some(19));
-        assert_eq!(many.header_slot("x-h20"), None);
+        assert_eq!(many.header_slot(b"x-h20"), None);
         // Names the filter rules out, and names it lets through to the index.
         for name in [":path", "y-h1", "x-h1000000000000", ""] {
-            assert_eq!(many.header_slot(name), None, "{name}");
+            assert_eq!(many.header_slot(name.as_bytes()), None, "{name}");
         }
         assert_eq!(many.cookie_slot(b"c5"), Some(5));
         assert_eq!(many.cookie_slot(b"c55"), None);
@@ -425,8 +425,8 @@ mod tests {
         for i in 0..10 {
             long.intern_header(&format!("{name}{i}"));
         }
-        assert_eq!(long.header_slot(&format!("{name}7")), Some(7));
-        assert_eq!(long.header_slot(&format!("{name}77")), None);
+        assert_eq!(long.header_slot(format!("{name}7").as_bytes()), Some(7));
+        assert_eq!(long.header_slot(format!("{name}77").as_bytes()), None);
         assert_eq!(
             (slots.header_name(1), slots.cookie_name(0)),
             ("x-b", "beta")

@@ -13,8 +13,9 @@ use super::Active;
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide_with, Decision, Entropy};
+use crate::header_map::SerializedPairs;
 use crate::metrics::ResponseClass;
-use crate::request::{ClaimSource, HeaderList, Lookup, LookupError, Request};
+use crate::request::{ClaimSource, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
 use crate::router::Mode;
 
@@ -75,8 +76,8 @@ impl ClaimSource for HostClaims {
     }
 }
 
-fn request_headers() -> Result<HeaderList, LookupError> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).map_err(|_| LookupError)
+fn request_headers() -> Result<Vec<u8>, LookupError> {
+    super::raw::header_map_bytes(MapType::HttpRequestHeaders).map_err(|_| LookupError)
 }
 
 impl Context for CanaryHttp {}
@@ -90,13 +91,13 @@ impl HttpContext for CanaryHttp {
             return Action::Continue;
         };
         let router = &active.router;
-        // The request borrows the header list: it lives until the decision is made.
+        // The request borrows the host's buffer: it lives until the decision is made.
         let headers = request_headers();
-        let request = Request::new(
+        let request = Request::from_pairs(
             &router.slots,
             &router.jwt,
             HostClaims,
-            headers.as_deref().map_err(|&e| e),
+            headers.as_deref().map(SerializedPairs::new).map_err(|&e| e),
         );
         let mut decision = decide_with(
             router,

@@ -6,6 +6,7 @@
 mod brake;
 mod http;
 mod metrics;
+mod raw;
 
 use std::cell::RefCell;
 use std::fmt::Write;
