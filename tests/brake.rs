@@ -99,9 +99,7 @@ fn a_failing_canary_is_braked_a_healthy_one_never_and_config_resets() {
     }
     let took = failing_since.elapsed();
     eprintln!("brake tripped after {took:?} and {i} requests");
-    assert!(envoy
-        .log()
-        .contains("canary-router: brake tripped on v2: error rate"));
+    envoy.wait_for_log("canary-router: brake tripped on v2: error rate");
     assert_eq!(
         stat(&envoy, trips),
         1,

@@ -199,7 +199,7 @@ fn a_100000_entry_in_list_and_500_rules_load_and_route() {
     });
     let mut envoy = Envoy::start(&config.to_string(), Opts::default());
     // The filter logs how long each VM took to configure (timed in bench, shown here).
-    let log = envoy.log();
+    let log = envoy.wait_for_log("canary-router: configured in ");
     let line = log
         .lines()
         .find(|l| l.contains("canary-router: configured in "))

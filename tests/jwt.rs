@@ -257,7 +257,7 @@ fn unverified_bearer_decodes_claims_without_jwt_authn_and_warns() {
         &claims_config("unverified_bearer").to_string(),
         Opts::default().without_jwt_authn(),
     );
-    let log = envoy.log();
+    let log = envoy.wait_for_log("WITHOUT checking the signature");
     let warning: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("canary-router") && l.contains("unverified"))
@@ -287,7 +287,8 @@ fn verified_mode_never_reads_the_bearer_token_itself() {
         &claims_config("verified").to_string(),
         Opts::default().without_jwt_authn(),
     );
-    let log = envoy.log();
+    // Warnings are logged before this line: once it is there, none can follow.
+    let log = envoy.wait_for_log("canary-router: configured in ");
     assert!(
         !log.lines()
             .any(|l| l.contains("canary-router") && l.contains("unverified")),

@@ -707,6 +707,25 @@ impl Envoy {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
     }
 
+    /// The log once it contains `needle`. Envoy writes its log asynchronously
+    /// (and worker VMs configure after /ready), so a line the filter logged can
+    /// land a moment after the event a test waited for.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "no {needle:?} in the log within 10 s:\n{}",
+                self.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The last `n` lines of the log, without Envoy's start-up inventory.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
