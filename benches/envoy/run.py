@@ -60,6 +60,10 @@ NORMALIZE = os.environ.get("BENCH_NORMALIZE", "1") != "0"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# examples/wasm_floor.rs, built next to wasm-empty: the least a header-routing
+# Wasm filter does (bench-profile's wasm-floor listeners).
+FLOOR_WASM = OUT / "wasm-floor.wasm"
+
 # The request mix (the same for every listener; see make_wrk_script()).
 USER_IDS = 100_000
 TOKENS = 1_000  # distinct signed tokens; TOKENS is a multiple of 100
@@ -205,16 +209,17 @@ def build_modules() -> tuple[Path, Path]:
     # The same cargo profile as the filter: `wasm` when Cargo.toml has one.
     profile = os.environ.get("BENCH_WASM_PROFILE") or (
         "wasm" if "[profile.wasm]" in (ROOT / "Cargo.toml").read_text() else "release")
-    run_cmd(["cargo", "build", "--quiet", "--profile", profile, "--target", "wasm32-wasip1",
-             "--example", "wasm-empty"])
-    raw = ROOT / "target" / "wasm32-wasip1" / profile / "examples" / "wasm_empty.wasm"
-    empty = OUT / "wasm-empty.wasm"
     flags = os.environ.get("WASM_OPT_FLAGS", "").split()
-    if flags and shutil.which("wasm-opt"):
-        run_cmd(["wasm-opt", *flags, str(raw), "-o", str(empty)])
-    else:
-        shutil.copyfile(raw, empty)
-    return snapshot, empty
+    for example, out in [("wasm-empty", OUT / "wasm-empty.wasm"), ("wasm-floor", FLOOR_WASM)]:
+        run_cmd(["cargo", "build", "--quiet", "--profile", profile, "--target", "wasm32-wasip1",
+                 "--example", example])
+        raw = ROOT / "target" / "wasm32-wasip1" / profile / "examples" / (
+            example.replace("-", "_") + ".wasm")
+        if flags and shutil.which("wasm-opt"):
+            run_cmd(["wasm-opt", *flags, str(raw), "-o", str(out)])
+        else:
+            shutil.copyfile(raw, out)
+    return snapshot, OUT / "wasm-empty.wasm"
 
 
 # ---------------------------------------------------------------------------
@@ -464,6 +469,9 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         return [lua_filter()], header_routes()
     if name == "wasm-empty":
         return [wasm_filter("wasm-empty", empty_wasm, None)], header_routes()
+    if name in ("wasm-floor", "wasm-floor-counted"):
+        return [wasm_filter(name, FLOOR_WASM,
+                            "count" if name.endswith("counted") else None)], header_routes()
     if name == "canary-router":
         return [wasm_filter("canary-router", filter_wasm,
                             json.dumps(plugin_config(False)))], header_routes()
