@@ -122,7 +122,9 @@ mod tests {
         let buffer = serialize(headers.iter().copied());
         let read: Vec<(&[u8], &[u8])> = SerializedPairs::new(&buffer).collect();
         assert_eq!(read, headers);
-        assert!(SerializedPairs::new(&serialize(std::iter::empty())).next().is_none());
+        assert!(SerializedPairs::new(&serialize(std::iter::empty()))
+            .next()
+            .is_none());
         assert!(SerializedPairs::new(&[]).next().is_none());
     }
 
@@ -139,10 +141,15 @@ mod tests {
         }
         // A count far larger than the buffer, and sizes that overflow.
         let mut huge = buffer.clone();
-        huge.get_mut(..4).unwrap().copy_from_slice(&u32::MAX.to_le_bytes());
+        huge.get_mut(..4)
+            .unwrap()
+            .copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(pairs(&huge).is_empty());
         let mut overflow = buffer.clone();
-        overflow.get_mut(4..8).unwrap().copy_from_slice(&u32::MAX.to_le_bytes());
+        overflow
+            .get_mut(4..8)
+            .unwrap()
+            .copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(pairs(&overflow).is_empty());
     }
 }
