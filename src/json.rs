@@ -58,16 +58,28 @@ const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// Parse one JSON value that fills `input` (whitespace aside), like
 /// `serde_json::from_slice::<Value>`.
 pub fn from_slice(input: &[u8]) -> Result<Value> {
-    let mut reader = Reader {
-        input,
-        index: 0,
-        remaining_depth: 128,
-    };
-    let value = reader.value()?;
+    let mut reader = Reader::new(input);
+    let value = reader.value(true)?;
     match reader.whitespace() {
         Some(_) => Err(reader.peek_error(TRAILING_CHARACTERS)),
         None => Ok(value),
     }
+}
+
+/// Whether [`from_slice`] reads `input` as an object, found without building
+/// it: the same walk, which keeps nothing and so allocates nothing (unless the
+/// input is malformed, for the error). What JWT claims are read from in place
+/// (`claims::JsonObject`).
+pub fn is_object(input: &[u8]) -> bool {
+    let mut reader = Reader::new(input);
+    // The walk does not check the UTF-8 of strings; everything outside strings
+    // is ASCII, and a string's text is valid UTF-8 exactly when its bytes
+    // between the escapes are (an escape is ASCII, and decodes to a whole
+    // character): so the whole input is valid UTF-8 exactly when every string is.
+    reader.whitespace() == Some(b'{')
+        && reader.value(false).is_ok()
+        && reader.whitespace().is_none()
+        && std::str::from_utf8(input).is_ok()
 }
 
 /// A parsed number before it becomes a `Value`.
@@ -89,7 +101,15 @@ fn overflows(a: u64, b: u64, max: u64) -> bool {
     a >= max / 10 && (a > max / 10 || b > max % 10)
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    fn new(input: &'a [u8]) -> Self {
+        Reader {
+            input,
+            index: 0,
+            remaining_depth: 128,
+        }
+    }
+
     fn peek(&self) -> Option<u8> {
         self.input.get(self.index).copied()
     }
@@ -136,7 +156,8 @@ impl Reader<'_> {
         self.peek()
     }
 
-    fn value(&mut self) -> Result<Value> {
+    /// One value; with `keep` false only checked, and returned as `null`.
+    fn value(&mut self, keep: bool) -> Result<Value> {
         let Some(peek) = self.whitespace() else {
             return Err(self.peek_error(EOF_VALUE));
         };
@@ -163,7 +184,7 @@ impl Reader<'_> {
             b'0'..=b'9' => self.integer(true).map(number_value),
             b'"' => {
                 self.index += 1;
-                self.string().map(Value::String)
+                self.string(keep).map(Value::String)
             }
             b'[' | b'{' => {
                 self.remaining_depth -= 1;
@@ -172,9 +193,9 @@ impl Reader<'_> {
                 }
                 self.index += 1;
                 let value = if peek == b'[' {
-                    self.list()
+                    self.list(keep)
                 } else {
-                    self.object()
+                    self.object(keep)
                 };
                 self.remaining_depth += 1;
                 value
@@ -195,8 +216,9 @@ impl Reader<'_> {
     }
 
     /// After `[`: the elements and the closing `]`.
-    fn list(&mut self) -> Result<Value> {
+    fn list(&mut self, keep: bool) -> Result<Value> {
         let mut items = Vec::new();
+        let mut first = true;
         loop {
             let Some(peek) = self.whitespace() else {
                 return Err(self.peek_error(EOF_LIST));
@@ -205,7 +227,7 @@ impl Reader<'_> {
                 self.index += 1;
                 return Ok(Value::Array(items));
             }
-            if !items.is_empty() {
+            if !first {
                 if peek != b',' {
                     return Err(self.peek_error(EXPECTED_LIST_COMMA_OR_END));
                 }
@@ -216,12 +238,16 @@ impl Reader<'_> {
                     None => return Err(self.peek_error(EOF_VALUE)),
                 }
             }
-            items.push(self.value()?);
+            first = false;
+            let item = self.value(keep)?;
+            if keep {
+                items.push(item);
+            }
         }
     }
 
     /// After `{`: the members and the closing `}`.
-    fn object(&mut self) -> Result<Value> {
+    fn object(&mut self, keep: bool) -> Result<Value> {
         let mut map = Map::new();
         let mut first = true;
         loop {
@@ -249,20 +275,23 @@ impl Reader<'_> {
                 return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
             }
             self.index += 1;
-            let key = self.string()?;
+            let key = self.string(keep)?;
             match self.whitespace() {
                 Some(b':') => self.index += 1,
                 Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
                 None => return Err(self.peek_error(EOF_OBJECT)),
             }
-            let value = self.value()?;
+            let value = self.value(keep)?;
             // As a `BTreeMap`: a repeated key keeps its last value.
-            map.insert(key, value);
+            if keep {
+                map.insert(key, value);
+            }
         }
     }
 
     /// After the opening `"`: the string up to and including the closing `"`.
-    fn string(&mut self) -> Result<String> {
+    /// With `keep` false, only checked (not its UTF-8) and returned empty.
+    fn string(&mut self, keep: bool) -> Result<String> {
         let mut bytes = Vec::new();
         let mut start = self.index;
         loop {
@@ -275,8 +304,11 @@ impl Reader<'_> {
             match self.peek() {
                 None => return Err(self.error(EOF_STRING)),
                 Some(b'"') => {
-                    bytes.extend_from_slice(chunk);
                     self.index += 1;
+                    if !keep {
+                        return Ok(String::new());
+                    }
+                    bytes.extend_from_slice(chunk);
                     return String::from_utf8(bytes).map_err(|e| {
                         // At the first invalid byte, counted back from the quote.
                         let invalid = e.as_bytes().len() - e.utf8_error().valid_up_to();
@@ -286,9 +318,15 @@ impl Reader<'_> {
                     });
                 }
                 Some(b'\\') => {
-                    bytes.extend_from_slice(chunk);
                     self.index += 1;
-                    self.escape(&mut bytes)?;
+                    let code = self.escape()?;
+                    if keep {
+                        bytes.extend_from_slice(chunk);
+                        // Not a surrogate (`unicode_escape`), so always a char.
+                        if let Some(c) = char::from_u32(code) {
+                            bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+                        }
+                    }
                     start = self.index;
                 }
                 Some(_) => {
@@ -299,26 +337,25 @@ impl Reader<'_> {
         }
     }
 
-    /// After a `\` in a string.
-    fn escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    /// After a `\` in a string: the code point it stands for.
+    fn escape(&mut self) -> Result<u32> {
         let Some(escaped) = self.next() else {
             return Err(self.error(EOF_STRING));
         };
-        out.push(match escaped {
+        Ok(u32::from(match escaped {
             b'"' | b'\\' | b'/' => escaped,
             b'b' => 0x08,
             b'f' => 0x0c,
             b'n' => b'\n',
             b'r' => b'\r',
             b't' => b'\t',
-            b'u' => return self.unicode_escape(out),
+            b'u' => return self.unicode_escape(),
             _ => return Err(self.error(INVALID_ESCAPE)),
-        });
-        Ok(())
+        }))
     }
 
     /// After `\u`: one code point, a surrogate pair as one.
-    fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    fn unicode_escape(&mut self) -> Result<u32> {
         let first = self.hex4()?;
         let code = match first {
             0xDC00..=0xDFFF => return Err(self.error(LONE_LEADING_SURROGATE)),
@@ -340,12 +377,7 @@ impl Reader<'_> {
             }
             _ => u32::from(first),
         };
-        let mut buf = [0u8; 4];
-        // Not a surrogate (excluded above), so always a char.
-        if let Some(c) = char::from_u32(code) {
-            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        }
-        Ok(())
+        Ok(code)
     }
 
     fn hex4(&mut self) -> Result<u16> {
