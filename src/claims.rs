@@ -2,12 +2,19 @@
 //!
 //! - `verified`: Envoy's jwt_authn wrote the payload into dynamic metadata; the host
 //!   returns each claim in Envoy's property serialization (see [`from_envoy_bytes`]).
+//! - `payload_header`: jwt_authn's `forward_payload_header`, base64url JSON (see
+//!   [`forwarded_payload`]).
 //! - `unverified_bearer`: the payload of `Authorization: Bearer <jwt>`, decoded here
 //!   WITHOUT checking the signature (see [`bearer_payload`]).
+//!
+//! A JSON payload is checked once to be an object and then read in place (see
+//! [`JsonObject`]), as Envoy's serialization is.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
+
+use crate::json::walk;
 
 /// A claim as a value of its own (tests, tools); the decision reads the
 /// borrowed [`ClaimRef`], which holds the same.
@@ -74,8 +81,8 @@ pub enum ClaimList<'a> {
     /// Envoy's serialization of a list: a pairs map (checked whole) whose keys
     /// are the elements.
     Envoy(&'a [u8]),
-    /// A JSON array: its strings, numbers and booleans are the elements.
-    Json(&'a [Value]),
+    /// A JSON array's text: its strings, numbers and booleans are the elements.
+    Json(&'a [u8]),
 }
 
 impl<'a> ClaimList<'a> {
@@ -83,7 +90,7 @@ impl<'a> ClaimList<'a> {
     pub fn items(&self) -> ClaimItems<'a> {
         ClaimItems(match *self {
             ClaimList::Envoy(bytes) => Items::Envoy(Pairs::new(bytes)),
-            ClaimList::Json(values) => Items::Json(values.iter()),
+            ClaimList::Json(text) => Items::Json(walk::elements(text)),
         })
     }
 }
@@ -93,7 +100,7 @@ pub struct ClaimItems<'a>(Items<'a>);
 
 enum Items<'a> {
     Envoy(Option<Pairs<'a>>),
-    Json(std::slice::Iter<'a, Value>),
+    Json(walk::Elements<'a>),
 }
 
 impl<'a> Iterator for ClaimItems<'a> {
@@ -102,7 +109,7 @@ impl<'a> Iterator for ClaimItems<'a> {
     fn next(&mut self) -> Option<Cow<'a, [u8]>> {
         match &mut self.0 {
             Items::Envoy(pairs) => pairs.as_mut()?.next_pair().map(|(key, _)| lossy(key)),
-            Items::Json(values) => values.find_map(scalar_text),
+            Items::Json(values) => values.find_map(json_scalar),
         }
     }
 }
@@ -136,7 +143,7 @@ pub fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
 
 /// The JSON object in the middle segment of a compact JWS, or `None` for anything
 /// that is not exactly `header.payload.signature` with a base64url JSON object.
-pub fn bearer_payload(token: &[u8]) -> Option<serde_json::Map<String, Value>> {
+pub fn bearer_payload(token: &[u8]) -> Option<JsonObject> {
     let mut parts = token.split(|&b| b == b'.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -147,42 +154,124 @@ pub fn bearer_payload(token: &[u8]) -> Option<serde_json::Map<String, Value>> {
 
 /// The JSON object jwt_authn forwards in `forward_payload_header` (base64url,
 /// padded or not), or `None` for anything else.
-pub fn forwarded_payload(value: &[u8]) -> Option<serde_json::Map<String, Value>> {
-    match crate::json::from_slice(&base64url_decode(value)?).ok()? {
-        Value::Object(map) => Some(map),
+pub fn forwarded_payload(value: &[u8]) -> Option<JsonObject> {
+    JsonObject::new(base64url_decode(value)?)
+}
+
+/// A JSON object as text, checked once (one pass, allocating only the index of
+/// its top-level members) to be exactly what [`crate::json::from_slice`] reads
+/// as an object; claims are then found in place, as in Envoy's serialization:
+/// no map, nothing copied unless a string holds escapes or a number has to be
+/// printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonObject {
+    text: Vec<u8>,
+    index: walk::Index,
+}
+
+impl JsonObject {
+    /// `None` unless `text` is a JSON object (a malformed payload has no claims).
+    pub fn new(text: Vec<u8>) -> Option<JsonObject> {
+        let index = walk::check_object(&text)?;
+        Some(JsonObject { text, index })
+    }
+
+    /// A map as text (tools and tests); `None` only where the map's text is no
+    /// JSON object, which serde_json never writes.
+    pub fn from_map(map: &serde_json::Map<String, Value>) -> Option<JsonObject> {
+        JsonObject::new(Value::Object(map.clone()).to_string().into_bytes())
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The object as a map (tools and tests; the decision reads it in place).
+    pub fn to_map(&self) -> serde_json::Map<String, Value> {
+        match crate::json::from_slice(&self.text) {
+            Ok(Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// The claim at `path`, read in place; `null` counts as absent. What the map
+    /// of the same text gives ([`lookup`]): the last of repeated keys wins, keys
+    /// compare unescaped, a path steps into objects only.
+    pub fn claim_ref(&self, path: &ClaimPath) -> Option<ClaimRef<'_>> {
+        let (first, rest) = path.split_first()?;
+        let mut found = self.index.get(&self.text, first.as_bytes())?;
+        for segment in rest {
+            found = match found {
+                walk::Found::Value(value) => walk::member(value, segment.as_bytes())?,
+                walk::Found::Plain(_) => return None,
+            };
+        }
+        match found {
+            walk::Found::Value([b'{', ..]) => Some(ClaimRef::Object),
+            walk::Found::Value(value @ [b'[', ..]) => Some(ClaimRef::List(ClaimList::Json(value))),
+            found => json_scalar(found).map(ClaimRef::Scalar),
+        }
+    }
+}
+
+/// A string, number or boolean as the text the JSON reader's value prints
+/// (see [`lookup`]); `None` for `null`, an array or an object.
+fn json_scalar(found: walk::Found<'_>) -> Option<Cow<'_, [u8]>> {
+    let value = match found {
+        walk::Found::Plain(text) => return Some(Cow::Borrowed(text)),
+        walk::Found::Value(value) => value,
+    };
+    match value.first()? {
+        b'"' => walk::string_text(value),
+        // `true` or `false`, as written.
+        b't' | b'f' => Some(Cow::Borrowed(value)),
+        b'-' | b'0'..=b'9' => json_number(value),
         _ => None,
     }
 }
 
-/// The claim at `path` in a decoded payload; `null` counts as absent.
-pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Option<Claim> {
-    lookup_ref(payload, path).map(|claim| claim.to_claim())
+/// A number's text as its value prints: as written for an integer that the
+/// reader keeps as a `u64` or an `i64` (up to 19 or 18 digits; `-0` is a float),
+/// otherwise printed from the reader's value (`1.0`, `1e3` -> `1000.0`).
+fn json_number(text: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let (digits, max) = match text.strip_prefix(b"-") {
+        Some(digits) => (digits, 18),
+        None => (text, 19),
+    };
+    if !digits.is_empty()
+        && digits.len() <= max
+        && digits.iter().all(u8::is_ascii_digit)
+        && text != b"-0"
+    {
+        return Some(Cow::Borrowed(text));
+    }
+    match crate::json::from_slice(text).ok()? {
+        Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
+        _ => None,
+    }
 }
 
-/// [`lookup`], borrowed from the payload.
-pub fn lookup_ref<'a>(
-    payload: &'a serde_json::Map<String, Value>,
-    path: &ClaimPath,
-) -> Option<ClaimRef<'a>> {
+/// The claim at `path` in a decoded payload; `null` counts as absent. The map
+/// reading of [`JsonObject::claim_ref`] (tools and tests).
+pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Option<Claim> {
     let (first, rest) = path.split_first()?;
     let mut value = payload.get(first)?;
     for segment in rest {
         value = value.as_object()?.get(segment)?;
     }
+    fn text(value: &Value) -> Option<String> {
+        match value {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
     match value {
         Value::Null => None,
-        Value::Array(items) => Some(ClaimRef::List(ClaimList::Json(items))),
-        Value::Object(_) => Some(ClaimRef::Object),
-        scalar => scalar_text(scalar).map(ClaimRef::Scalar),
-    }
-}
-
-fn scalar_text(value: &Value) -> Option<Cow<'_, [u8]>> {
-    match value {
-        Value::String(s) => Some(Cow::Borrowed(s.as_bytes())),
-        Value::Number(n) => Some(Cow::Owned(n.to_string().into_bytes())),
-        Value::Bool(b) => Some(Cow::Borrowed(bool_text(*b))),
-        _ => None,
+        Value::Array(items) => Some(Claim::List(items.iter().filter_map(text).collect())),
+        Value::Object(_) => Some(Claim::Object),
+        scalar => text(scalar).map(Claim::Scalar),
     }
 }
 
@@ -200,8 +289,8 @@ pub enum Payload {
     /// jwt_authn's whole payload in Envoy's property serialization (one
     /// `get_property` per request, however many claims are read).
     Envoy(Vec<u8>),
-    /// A JSON object: a bearer token decoded here, or claims given to `explain`.
-    Json(serde_json::Map<String, Value>),
+    /// A JSON object: jwt_authn's forwarded payload, or a bearer token's.
+    Json(JsonObject),
 }
 
 impl Payload {
@@ -213,7 +302,7 @@ impl Payload {
     pub fn claim_ref(&self, path: &ClaimPath) -> Option<ClaimRef<'_>> {
         match self {
             Payload::Envoy(bytes) => envoy_lookup_ref(bytes, path),
-            Payload::Json(map) => lookup_ref(map, path),
+            Payload::Json(object) => object.claim_ref(path),
         }
     }
 }
@@ -506,6 +595,9 @@ const fn b64_digits() -> [u8; 256] {
 }
 
 #[cfg(test)]
+mod json_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -515,6 +607,13 @@ mod tests {
 
     fn b64(data: &[u8]) -> String {
         base64url_encode(data)
+    }
+
+    /// The claim read in place, checked against the map of the same object.
+    fn both(object: &JsonObject, path: &ClaimPath) -> Option<Claim> {
+        let claim = object.claim_ref(path).map(|c| c.to_claim());
+        assert_eq!(claim, lookup(&object.to_map(), path), "{path:?}");
+        claim
     }
 
     #[test]
@@ -639,16 +738,16 @@ mod tests {
         let token = format!("e30.{}.sig", b64(br#"{"sub":"alice","n":{"r":["a"]}}"#));
         let payload = bearer_payload(token.as_bytes()).unwrap();
         assert_eq!(
-            lookup(&payload, &path("sub")),
+            both(&payload, &path("sub")),
             Some(Claim::Scalar("alice".into()))
         );
         assert_eq!(
-            lookup(&payload, &path("n.r")),
+            both(&payload, &path("n.r")),
             Some(Claim::List(vec!["a".into()]))
         );
-        assert_eq!(lookup(&payload, &path("n")), Some(Claim::Object));
-        assert_eq!(lookup(&payload, &path("n.x")), None);
-        assert_eq!(lookup(&payload, &path("sub.x")), None);
+        assert_eq!(both(&payload, &path("n")), Some(Claim::Object));
+        assert_eq!(both(&payload, &path("n.x")), None);
+        assert_eq!(both(&payload, &path("sub.x")), None);
     }
 
     #[test]
@@ -674,13 +773,13 @@ mod tests {
             b64(br#"{"s":"x","i":42,"f":1.5,"t":true,"z":null,"l":["a",2,false,null,{}]}"#)
         );
         let p = bearer_payload(token.as_bytes()).unwrap();
-        assert_eq!(lookup(&p, &path("s")), Some(Claim::Scalar("x".into())));
-        assert_eq!(lookup(&p, &path("i")), Some(Claim::Scalar("42".into())));
-        assert_eq!(lookup(&p, &path("f")), Some(Claim::Scalar("1.5".into())));
-        assert_eq!(lookup(&p, &path("t")), Some(Claim::Scalar("true".into())));
-        assert_eq!(lookup(&p, &path("z")), None);
+        assert_eq!(both(&p, &path("s")), Some(Claim::Scalar("x".into())));
+        assert_eq!(both(&p, &path("i")), Some(Claim::Scalar("42".into())));
+        assert_eq!(both(&p, &path("f")), Some(Claim::Scalar("1.5".into())));
+        assert_eq!(both(&p, &path("t")), Some(Claim::Scalar("true".into())));
+        assert_eq!(both(&p, &path("z")), None);
         assert_eq!(
-            lookup(&p, &path("l")),
+            both(&p, &path("l")),
             Some(Claim::List(vec!["a".into(), "2".into(), "false".into()]))
         );
     }

@@ -13,6 +13,8 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
+pub mod walk;
+
 /// A syntax error, printed as serde_json prints it. Boxed, like serde_json's:
 /// every `Result<Value>` stays as small as a `Value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,28 +60,36 @@ const RECURSION_LIMIT: &str = "recursion limit exceeded";
 /// Parse one JSON value that fills `input` (whitespace aside), like
 /// `serde_json::from_slice::<Value>`.
 pub fn from_slice(input: &[u8]) -> Result<Value> {
-    let mut reader = Reader::new(input);
-    let value = reader.value(true)?;
+    let mut reader = Reader {
+        input,
+        index: 0,
+        remaining_depth: 128,
+    };
+    let value = reader.value()?;
     match reader.whitespace() {
         Some(_) => Err(reader.peek_error(TRAILING_CHARACTERS)),
         None => Ok(value),
     }
 }
 
-/// Whether [`from_slice`] reads `input` as an object, found without building
-/// it: the same walk, which keeps nothing and so allocates nothing (unless the
-/// input is malformed, for the error). What JWT claims are read from in place
-/// (`claims::JsonObject`).
+/// Whether [`from_slice`] reads `input` as an object: [`walk::check_object`],
+/// which also indexes its members (tests compare the two).
 pub fn is_object(input: &[u8]) -> bool {
-    let mut reader = Reader::new(input);
-    // The walk does not check the UTF-8 of strings; everything outside strings
-    // is ASCII, and a string's text is valid UTF-8 exactly when its bytes
-    // between the escapes are (an escape is ASCII, and decodes to a whole
-    // character): so the whole input is valid UTF-8 exactly when every string is.
-    reader.whitespace() == Some(b'{')
-        && reader.value(false).is_ok()
-        && reader.whitespace().is_none()
-        && std::str::from_utf8(input).is_ok()
+    walk::check_object(input).is_some()
+}
+
+/// Just after the number that starts at `at` (at its `-` or first digit), or
+/// `None` where [`from_slice`] fails on it: bad grammar, or out of `f64`'s range.
+pub(crate) fn number_end(input: &[u8], at: usize) -> Option<usize> {
+    let mut reader = Reader {
+        input,
+        index: at,
+        remaining_depth: 128,
+    };
+    let positive = reader.peek() != Some(b'-');
+    reader.index += usize::from(!positive);
+    reader.integer(positive).ok()?;
+    Some(reader.index)
 }
 
 /// A parsed number before it becomes a `Value`.
@@ -101,15 +111,7 @@ fn overflows(a: u64, b: u64, max: u64) -> bool {
     a >= max / 10 && (a > max / 10 || b > max % 10)
 }
 
-impl<'a> Reader<'a> {
-    fn new(input: &'a [u8]) -> Self {
-        Reader {
-            input,
-            index: 0,
-            remaining_depth: 128,
-        }
-    }
-
+impl Reader<'_> {
     fn peek(&self) -> Option<u8> {
         self.input.get(self.index).copied()
     }
@@ -156,8 +158,7 @@ impl<'a> Reader<'a> {
         self.peek()
     }
 
-    /// One value; with `keep` false only checked, and returned as `null`.
-    fn value(&mut self, keep: bool) -> Result<Value> {
+    fn value(&mut self) -> Result<Value> {
         let Some(peek) = self.whitespace() else {
             return Err(self.peek_error(EOF_VALUE));
         };
@@ -184,7 +185,7 @@ impl<'a> Reader<'a> {
             b'0'..=b'9' => self.integer(true).map(number_value),
             b'"' => {
                 self.index += 1;
-                self.string(keep).map(Value::String)
+                self.string().map(Value::String)
             }
             b'[' | b'{' => {
                 self.remaining_depth -= 1;
@@ -193,9 +194,9 @@ impl<'a> Reader<'a> {
                 }
                 self.index += 1;
                 let value = if peek == b'[' {
-                    self.list(keep)
+                    self.list()
                 } else {
-                    self.object(keep)
+                    self.object()
                 };
                 self.remaining_depth += 1;
                 value
@@ -216,9 +217,8 @@ impl<'a> Reader<'a> {
     }
 
     /// After `[`: the elements and the closing `]`.
-    fn list(&mut self, keep: bool) -> Result<Value> {
+    fn list(&mut self) -> Result<Value> {
         let mut items = Vec::new();
-        let mut first = true;
         loop {
             let Some(peek) = self.whitespace() else {
                 return Err(self.peek_error(EOF_LIST));
@@ -227,7 +227,7 @@ impl<'a> Reader<'a> {
                 self.index += 1;
                 return Ok(Value::Array(items));
             }
-            if !first {
+            if !items.is_empty() {
                 if peek != b',' {
                     return Err(self.peek_error(EXPECTED_LIST_COMMA_OR_END));
                 }
@@ -238,16 +238,12 @@ impl<'a> Reader<'a> {
                     None => return Err(self.peek_error(EOF_VALUE)),
                 }
             }
-            first = false;
-            let item = self.value(keep)?;
-            if keep {
-                items.push(item);
-            }
+            items.push(self.value()?);
         }
     }
 
     /// After `{`: the members and the closing `}`.
-    fn object(&mut self, keep: bool) -> Result<Value> {
+    fn object(&mut self) -> Result<Value> {
         let mut map = Map::new();
         let mut first = true;
         loop {
@@ -275,23 +271,20 @@ impl<'a> Reader<'a> {
                 return Err(self.peek_error(EXPECTED_OBJECT_COMMA_OR_END));
             }
             self.index += 1;
-            let key = self.string(keep)?;
+            let key = self.string()?;
             match self.whitespace() {
                 Some(b':') => self.index += 1,
                 Some(_) => return Err(self.peek_error(EXPECTED_COLON)),
                 None => return Err(self.peek_error(EOF_OBJECT)),
             }
-            let value = self.value(keep)?;
+            let value = self.value()?;
             // As a `BTreeMap`: a repeated key keeps its last value.
-            if keep {
-                map.insert(key, value);
-            }
+            map.insert(key, value);
         }
     }
 
     /// After the opening `"`: the string up to and including the closing `"`.
-    /// With `keep` false, only checked (not its UTF-8) and returned empty.
-    fn string(&mut self, keep: bool) -> Result<String> {
+    fn string(&mut self) -> Result<String> {
         let mut bytes = Vec::new();
         let mut start = self.index;
         loop {
@@ -304,11 +297,8 @@ impl<'a> Reader<'a> {
             match self.peek() {
                 None => return Err(self.error(EOF_STRING)),
                 Some(b'"') => {
-                    self.index += 1;
-                    if !keep {
-                        return Ok(String::new());
-                    }
                     bytes.extend_from_slice(chunk);
+                    self.index += 1;
                     return String::from_utf8(bytes).map_err(|e| {
                         // At the first invalid byte, counted back from the quote.
                         let invalid = e.as_bytes().len() - e.utf8_error().valid_up_to();
@@ -318,15 +308,9 @@ impl<'a> Reader<'a> {
                     });
                 }
                 Some(b'\\') => {
+                    bytes.extend_from_slice(chunk);
                     self.index += 1;
-                    let code = self.escape()?;
-                    if keep {
-                        bytes.extend_from_slice(chunk);
-                        // Not a surrogate (`unicode_escape`), so always a char.
-                        if let Some(c) = char::from_u32(code) {
-                            bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
-                        }
-                    }
+                    self.escape(&mut bytes)?;
                     start = self.index;
                 }
                 Some(_) => {
@@ -337,25 +321,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// After a `\` in a string: the code point it stands for.
-    fn escape(&mut self) -> Result<u32> {
+    /// After a `\` in a string.
+    fn escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let Some(escaped) = self.next() else {
             return Err(self.error(EOF_STRING));
         };
-        Ok(u32::from(match escaped {
+        out.push(match escaped {
             b'"' | b'\\' | b'/' => escaped,
             b'b' => 0x08,
             b'f' => 0x0c,
             b'n' => b'\n',
             b'r' => b'\r',
             b't' => b'\t',
-            b'u' => return self.unicode_escape(),
+            b'u' => return self.unicode_escape(out),
             _ => return Err(self.error(INVALID_ESCAPE)),
-        }))
+        });
+        Ok(())
     }
 
     /// After `\u`: one code point, a surrogate pair as one.
-    fn unicode_escape(&mut self) -> Result<u32> {
+    fn unicode_escape(&mut self, out: &mut Vec<u8>) -> Result<()> {
         let first = self.hex4()?;
         let code = match first {
             0xDC00..=0xDFFF => return Err(self.error(LONE_LEADING_SURROGATE)),
@@ -377,7 +362,12 @@ impl<'a> Reader<'a> {
             }
             _ => u32::from(first),
         };
-        Ok(code)
+        let mut buf = [0u8; 4];
+        // Not a surrogate (excluded above), so always a char.
+        if let Some(c) = char::from_u32(code) {
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
+        Ok(())
     }
 
     fn hex4(&mut self) -> Result<u16> {

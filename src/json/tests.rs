@@ -183,6 +183,10 @@ fn values_and_errors_match_serde_json() {
         b"\xff",
         b"[\"\xc0\xaf\"]",
         b"\"\xed\xa0\x80\"",
+        // The control characters' edges, raw in a string.
+        b"\"a\x1fb\"",
+        b"\"\x00\"",
+        b"\"\x20\x7f\"",
     ] {
         same(bytes);
         let mut member = b"{\"k\":".to_vec();
