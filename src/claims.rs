@@ -11,6 +11,7 @@
 //! [`JsonObject`]), as Envoy's serialization is.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
 use serde_json::Value;
 
@@ -155,7 +156,35 @@ pub fn bearer_payload(token: &[u8]) -> Option<JsonObject> {
 /// The JSON object jwt_authn forwards in `forward_payload_header` (base64url,
 /// padded or not), or `None` for anything else.
 pub fn forwarded_payload(value: &[u8]) -> Option<JsonObject> {
-    JsonObject::new(base64url_decode(value)?)
+    let (mut text, mut index) = spare_buffers();
+    if base64url_decode_into(value, &mut text) && walk::check_object_into(&text, &mut index) {
+        return Some(JsonObject { text, index });
+    }
+    keep_buffers(text, index);
+    None
+}
+
+thread_local! {
+    /// The buffers of the last [`JsonObject`] dropped, for the next one: a
+    /// request decodes one payload, so after the first it allocates nothing.
+    static SPARE: Cell<Option<(Vec<u8>, walk::Index)>> = const { Cell::new(None) };
+}
+
+/// Buffers larger than this are freed, not kept (a payload is a few hundred bytes).
+const SPARE_BYTES: usize = 16 * 1024;
+
+fn spare_buffers() -> (Vec<u8>, walk::Index) {
+    SPARE
+        .try_with(Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn keep_buffers(text: Vec<u8>, index: walk::Index) {
+    if text.capacity() + index.capacity() <= SPARE_BYTES {
+        let _ = SPARE.try_with(|spare| spare.set(Some((text, index))));
+    }
 }
 
 /// A JSON object as text, checked once (one pass, allocating only the index of
@@ -169,11 +198,20 @@ pub struct JsonObject {
     index: walk::Index,
 }
 
+impl Drop for JsonObject {
+    fn drop(&mut self) {
+        keep_buffers(
+            std::mem::take(&mut self.text),
+            std::mem::take(&mut self.index),
+        );
+    }
+}
+
 impl JsonObject {
     /// `None` unless `text` is a JSON object (a malformed payload has no claims).
     pub fn new(text: Vec<u8>) -> Option<JsonObject> {
-        let index = walk::check_object(&text)?;
-        Some(JsonObject { text, index })
+        let (_, mut index) = spare_buffers();
+        walk::check_object_into(&text, &mut index).then_some(JsonObject { text, index })
     }
 
     /// A map as text (tools and tests); `None` only where the map's text is no
@@ -538,13 +576,21 @@ pub fn base64url_encode(data: &[u8]) -> String {
 /// table, into a buffer sized once (about 6 instructions a digit, where pushing
 /// bit by bit took 35). Bits past the last whole byte are ignored.
 pub fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    base64url_decode_into(input, &mut out).then_some(out)
+}
+
+/// [`base64url_decode`] into `out` (its allocation reused): whether `input` is
+/// base64url. `out` holds the data, or anything when it is not.
+pub fn base64url_decode_into(input: &[u8], out: &mut Vec<u8>) -> bool {
     // Any number of trailing `=`; one anywhere else is not a digit (rejected below).
     let end = input.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    let body = input.get(..end)?;
+    let body = input.get(..end).unwrap_or_default();
     if body.len() % 4 == 1 {
-        return None;
+        return false;
     }
-    let mut out = vec![0u8; body.len() / 4 * 3 + (body.len() % 4).saturating_sub(1)];
+    out.clear();
+    out.resize(body.len() / 4 * 3 + (body.len() % 4).saturating_sub(1), 0);
     // Invalid digits are 0xff in the table: any one sets bits above the low six.
     let mut invalid = 0u32;
     let quads = body.chunks_exact(4);
@@ -569,7 +615,7 @@ pub fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
     for (out, byte) in bytes.into_remainder().iter_mut().zip(&n.to_be_bytes()[1..]) {
         *out = *byte;
     }
-    (invalid < 64).then_some(out)
+    invalid < 64
 }
 
 fn b64_digit(c: u8) -> u32 {
@@ -722,6 +768,29 @@ mod tests {
             let encoded = b64(data);
             assert_eq!(base64url_decode(encoded.as_bytes()).as_deref(), Some(data));
         }
+    }
+
+    #[test]
+    fn payload_buffers_are_reused() {
+        let decode = |json: &str| forwarded_payload(b64(json.as_bytes()).as_bytes());
+        let first = decode(r#"{"sub":"a rather long subject, to fill a buffer"}"#).unwrap();
+        let buffer = first.as_bytes().as_ptr();
+        drop(first);
+        let second = decode(r#"{"sub":"b"}"#).unwrap();
+        assert_eq!(second.as_bytes().as_ptr(), buffer);
+        assert_eq!(second.as_bytes(), br#"{"sub":"b"}"#);
+        assert_eq!(both(&second, &path("sub")), Some(Claim::Scalar("b".into())));
+        drop(second);
+        // A malformed payload gives the buffers back too.
+        assert!(decode(r#"{"sub":"c""#).is_none());
+        assert!(forwarded_payload(b"!").is_none());
+        let third = decode(r#"{"groups":["d"]}"#).unwrap();
+        assert_eq!(third.as_bytes().as_ptr(), buffer);
+        assert_eq!(both(&third, &path("sub")), None);
+        assert_eq!(
+            both(&third, &path("groups")),
+            Some(Claim::List(vec!["d".into()]))
+        );
     }
 
     #[test]

@@ -13,14 +13,22 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 /// `text` as one JSON object that [`super::from_slice`] reads, its top-level
-/// members indexed; `None` for anything else. Allocates only the index.
+/// members indexed; `None` for anything else.
 pub fn check_object(text: &[u8]) -> Option<Index> {
+    let mut index = Index::default();
+    check_object_into(text, &mut index).then_some(index)
+}
+
+/// [`check_object`] into `index`, reusing its allocation: whether `text` is one
+/// JSON object that [`super::from_slice`] reads.
+pub fn check_object_into(text: &[u8], index: &mut Index) -> bool {
+    let members = &mut index.0;
+    members.clear();
     let at = skip_whitespace(text, 0);
     if text.get(at) != Some(&b'{') {
-        return None;
+        return false;
     }
     let mut walker = Walker::new(text, at);
-    let mut members = Vec::with_capacity(16);
     walker.walk(|member| {
         members.push(member);
         true
@@ -31,14 +39,19 @@ pub fn check_object(text: &[u8]) -> Option<Index> {
     // characters): checked once, over everything, if any was seen.
     let utf8 = walker.high & HIGHS == 0 || std::str::from_utf8(text).is_ok();
     let whole = walker.state == State::Closed && skip_whitespace(text, walker.at) == text.len();
-    (whole && utf8).then_some(Index(members))
+    whole && utf8
 }
 
 /// A checked object's top-level members, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Index(Vec<Member>);
 
 impl Index {
+    /// The memory it holds, in bytes.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity() * std::mem::size_of::<Member>()
+    }
+
     /// The value of `key` among the top-level members of `text` (the text this
     /// index was made from); the last of repeated keys wins.
     pub fn get<'a>(&self, text: &'a [u8], key: &[u8]) -> Option<Found<'a>> {
