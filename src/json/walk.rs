@@ -29,10 +29,7 @@ pub fn check_object_into(text: &[u8], index: &mut Index) -> bool {
         return false;
     }
     let mut walker = Walker::new(text, at);
-    walker.walk(|member| {
-        members.push(member);
-        true
-    });
+    walker.walk(Some(members));
     // Only strings may hold bytes past ASCII (the grammar allows none
     // elsewhere), and a string's text is valid UTF-8 exactly when its bytes
     // between the escapes are (an escape is ASCII, and decodes to whole
@@ -193,36 +190,32 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// The next member (a later call goes on from there).
     fn next(&mut self) -> Option<Member> {
-        let mut next = None;
-        self.walk(|member| {
-            next = Some(member);
-            false
-        });
-        next
+        self.walk(None)
     }
 
-    /// Hands each member to `each` while it returns `true`, and stops after
-    /// the one it returns `false` for (a later call goes on from there).
-    #[inline]
-    fn walk(&mut self, mut each: impl FnMut(Member) -> bool) {
+    /// With `all`, every member pushed to it (the walk does not stop between
+    /// members); else the next member. One function for both: the walk's
+    /// code is the largest part of this module.
+    fn walk(&mut self, mut all: Option<&mut Vec<Member>>) -> Option<Member> {
         let text = self.text;
         let closing = if self.object { b'}' } else { b']' };
         let mut at = skip_whitespace(text, self.at);
         match (self.state, text.get(at)) {
             (State::Open | State::Between, Some(&b)) if b == closing => {
                 (self.at, self.state) = (at + 1, State::Closed);
-                return;
+                return None;
             }
             (State::Open, _) => {}
             (State::Between, Some(b',')) => at = skip_whitespace(text, at + 1),
-            (State::Closed, _) => return,
+            (State::Closed, _) => return None,
             _ => {
                 self.state = State::Invalid;
-                return;
+                return None;
             }
         }
-        // Until the walk stops where it should.
+        // Until the walk stops where it should: any `None` below is not JSON.
         self.state = State::Invalid;
         let mut high = self.high;
         // Bit 0 is the innermost container: set for an object.
@@ -238,17 +231,15 @@ impl<'a> Walker<'a> {
         loop {
             if at_key {
                 if text.get(at) != Some(&b'"') {
-                    return;
+                    return None;
                 }
-                let Some((end, escaped)) = check_string(text, at, &mut high) else {
-                    return;
-                };
+                let (end, escaped) = check_string(text, at, &mut high)?;
                 if depth == 1 {
                     (member.key, member.escaped) = ((at + 1, end - 1), escaped);
                 }
                 at = skip_whitespace(text, end);
                 if text.get(at) != Some(&b':') {
-                    return;
+                    return None;
                 }
                 at = skip_whitespace(text, at + 1);
             }
@@ -256,19 +247,18 @@ impl<'a> Walker<'a> {
                 (member.value.0, member.plain) = (at, false);
             }
             // At a value.
-            let Some(&byte) = text.get(at) else {
-                return;
-            };
-            let end = match byte {
-                b'"' => check_string(text, at, &mut high).map(|(end, escaped)| {
+            let byte = *text.get(at)?;
+            at = match byte {
+                b'"' => {
+                    let (end, escaped) = check_string(text, at, &mut high)?;
                     member.plain = depth == 1 && !escaped;
                     end
-                }),
+                }
                 b'{' | b'[' => {
                     depth += 1;
                     // The reader's limit, counted from the top-level object.
                     if depth >= 128 {
-                        return;
+                        return None;
                     }
                     let object = byte == b'{';
                     objects = (objects << 1) | u128::from(object);
@@ -280,25 +270,24 @@ impl<'a> Walker<'a> {
                     }
                     depth -= 1;
                     objects >>= 1;
-                    Some(at + 1)
+                    at + 1
                 }
-                b't' => literal(text, at, b"true"),
-                b'f' => literal(text, at, b"false"),
-                b'n' => literal(text, at, b"null"),
-                b'-' | b'0'..=b'9' => number(text, at),
-                _ => None,
+                b't' => literal(text, at, b"true")?,
+                b'f' => literal(text, at, b"false")?,
+                b'n' => literal(text, at, b"null")?,
+                b'-' | b'0'..=b'9' => number(text, at)?,
+                _ => return None,
             };
-            let Some(end) = end else {
-                return;
-            };
-            at = end;
             // After a value: the commas and closing brackets that follow it.
             loop {
                 if depth == 1 {
                     member.value.1 = at;
-                    if !each(member) {
-                        (self.at, self.high, self.state) = (at, high, State::Between);
-                        return;
+                    match all.as_deref_mut() {
+                        Some(members) => members.push(member),
+                        None => {
+                            (self.at, self.high, self.state) = (at, high, State::Between);
+                            return Some(member);
+                        }
                     }
                 }
                 at = skip_whitespace(text, at);
@@ -315,10 +304,10 @@ impl<'a> Walker<'a> {
                         objects >>= 1;
                         if depth == 0 {
                             (self.at, self.high, self.state) = (at, high, State::Closed);
-                            return;
+                            return None;
                         }
                     }
-                    _ => return,
+                    _ => return None,
                 }
             }
         }
