@@ -20,7 +20,7 @@
 use std::sync::OnceLock;
 
 use canary_router::bucket::BUCKETS;
-use canary_router::claims::{self, Claim, Payload};
+use canary_router::claims::{self, Claim, ClaimRef, JsonObject, Payload};
 use canary_router::config::{self, ConfigError};
 use canary_router::cookie;
 use canary_router::decide::{self, Decision, Reason};
@@ -812,11 +812,57 @@ fn check_bearer(input: &[u8]) {
             .and_then(as_object),
         _ => None,
     };
-    assert_eq!(claims::bearer_payload(input), model);
+    assert_eq!(claims::bearer_payload(input).map(|p| p.to_map()), model);
     // Any bytes as a token's payload: decoded exactly when they are a JSON object.
     let token = format!("e30.{}.c2ln", claims::base64url_encode(input));
     let direct = serde_json::from_slice(input).ok().and_then(as_object);
-    assert_eq!(claims::bearer_payload(token.as_bytes()), direct);
+    assert_eq!(
+        claims::bearer_payload(token.as_bytes()).map(|p| p.to_map()),
+        direct
+    );
+}
+
+/// A claim read in place with its exact bytes (no lossy UTF-8).
+fn exact_claim(claim: ClaimRef<'_>) -> Claim {
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).unwrap();
+    match claim {
+        ClaimRef::Scalar(s) => Claim::Scalar(text(&s)),
+        ClaimRef::List(list) => Claim::List(list.items().map(|i| text(&i)).collect()),
+        ClaimRef::Object => Claim::Object,
+    }
+}
+
+/// JSON text read in place: a claims object exactly when serde_json reads an
+/// object from it, and then the claim its map gives, at `path` and at each
+/// path the object's own keys make (repeated keys, escapes and spacing as
+/// written: what a token carries).
+fn check_json_in_place(text: &[u8], path: &[String]) {
+    let map = serde_json::from_slice(text).ok().and_then(as_object);
+    let object = JsonObject::new(text.to_vec());
+    assert_eq!(
+        object.is_some(),
+        map.is_some(),
+        "{:?}",
+        String::from_utf8_lossy(text)
+    );
+    let (Some(object), Some(map)) = (object, map) else {
+        return;
+    };
+    let mut paths = vec![path.to_vec()];
+    for (key, value) in &map {
+        paths.push(vec![key.clone()]);
+        if let Value::Object(inner) = value {
+            paths.extend(inner.keys().map(|k| vec![key.clone(), k.clone()]));
+        }
+    }
+    for path in &paths {
+        assert_eq!(
+            object.claim_ref(path).map(exact_claim),
+            claims::lookup(&map, path),
+            "{path:?} in {:?}",
+            String::from_utf8_lossy(text)
+        );
+    }
 }
 
 /// Independent model of `claims::lookup`: walk objects; null is absent; a list
@@ -977,15 +1023,22 @@ pub fn jwt(data: &[u8]) {
     if payload.len() != data.len() {
         check_bearer(payload);
     }
+    check_json_in_place(payload, &path);
+    let object = claims::bearer_token(payload)
+        .and_then(claims::bearer_payload)
+        .or_else(|| claims::bearer_payload(payload));
+    if let Some(object) = &object {
+        check_json_in_place(object.as_bytes(), &path);
+    }
     let map = serde_json::from_slice(payload)
         .ok()
         .and_then(as_object)
-        .or_else(|| claims::bearer_token(payload).and_then(claims::bearer_payload))
-        .or_else(|| claims::bearer_payload(payload));
+        .or_else(|| object.map(|o| o.to_map()));
     if let Some(map) = map {
         let claim = claims::lookup(&map, &path);
         assert_eq!(claim, model_lookup(&map, &path));
-        assert_eq!(Payload::Json(map).claim(&path), claim);
+        let json = Payload::Json(JsonObject::from_map(&map).unwrap());
+        assert_eq!(json.claim(&path), claim);
     }
     let envoy = claims::envoy_lookup(payload, &path);
     assert_eq!(Payload::Envoy(payload.to_vec()).claim(&path), envoy);
@@ -1007,6 +1060,13 @@ pub fn jwt(data: &[u8]) {
             .collect();
         let from_json = claims::lookup(&json, &path);
         assert_eq!(from_json, model_lookup(&json, &path));
+        assert_eq!(
+            JsonObject::from_map(&json)
+                .unwrap()
+                .claim_ref(&path)
+                .map(exact_claim),
+            from_json
+        );
         if !path_is_ambiguous(&tree, &path) {
             assert_eq!(
                 claims::envoy_lookup(&envoy, &path),
@@ -1347,7 +1407,10 @@ pub fn decide(data: &[u8]) {
     for (name, value) in &input.headers {
         if name == "authorization" {
             if let Some(payload) = claims::bearer_token(value).and_then(claims::bearer_payload) {
-                payload.values().for_each(|v| strings_of(v, &mut values));
+                payload
+                    .to_map()
+                    .values()
+                    .for_each(|v| strings_of(v, &mut values));
             }
         }
     }

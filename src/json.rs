@@ -13,6 +13,8 @@ use std::fmt;
 
 use serde_json::{Map, Number, Value};
 
+pub mod walk;
+
 /// A syntax error, printed as serde_json prints it. Boxed, like serde_json's:
 /// every `Result<Value>` stays as small as a `Value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,26 @@ pub fn from_slice(input: &[u8]) -> Result<Value> {
         Some(_) => Err(reader.peek_error(TRAILING_CHARACTERS)),
         None => Ok(value),
     }
+}
+
+/// Whether [`from_slice`] reads `input` as an object: [`walk::check_object`],
+/// which also indexes its members (tests compare the two).
+pub fn is_object(input: &[u8]) -> bool {
+    walk::check_object(input).is_some()
+}
+
+/// Just after the number that starts at `at` (at its `-` or first digit), or
+/// `None` where [`from_slice`] fails on it: bad grammar, or out of `f64`'s range.
+pub(crate) fn number_end(input: &[u8], at: usize) -> Option<usize> {
+    let mut reader = Reader {
+        input,
+        index: at,
+        remaining_depth: 128,
+    };
+    let positive = reader.peek() != Some(b'-');
+    reader.index += usize::from(!positive);
+    reader.integer(positive).ok()?;
+    Some(reader.index)
 }
 
 /// A parsed number before it becomes a `Value`.

@@ -402,10 +402,11 @@ mod tests {
             fn verified_payload(&self, key: &str) -> Lookup<Payload> {
                 self.0.set(self.0.get() + 1);
                 let payload = serde_json::json!({"sub": "alice"});
-                Ok(
-                    (key == "payload")
-                        .then(|| Payload::Json(payload.as_object().cloned().unwrap())),
-                )
+                Ok((key == "payload").then(|| {
+                    Payload::Json(
+                        claims::JsonObject::from_map(payload.as_object().unwrap()).unwrap(),
+                    )
+                }))
             }
         }
         let s = slots();

@@ -1,15 +1,23 @@
 //! `json::from_slice` against `serde_json::from_slice`: the same value (compared
 //! through its JSON text too, so `-0.0` and `0` differ) or the same error text.
+//! And `json::is_object` against `from_slice`: true exactly when it reads an object.
 
 use std::path::Path;
 
-use super::from_slice;
+use super::{from_slice, is_object};
 use crate::rng::SplitMix64;
 
-/// Both readers agree on `input`; returns whether it parsed.
+/// Both readers agree on `input`, and `is_object` with them; returns whether it
+/// parsed.
 fn same(input: &[u8]) -> bool {
     let ours = from_slice(input);
     let theirs = serde_json::from_slice::<serde_json::Value>(input);
+    assert_eq!(
+        is_object(input),
+        matches!(ours, Ok(serde_json::Value::Object(_))),
+        "is_object({:?})",
+        String::from_utf8_lossy(input)
+    );
     match (&ours, &theirs) {
         (Ok(a), Ok(b)) => {
             assert_eq!(a, b, "value of {:?}", String::from_utf8_lossy(input));
@@ -154,6 +162,16 @@ fn values_and_errors_match_serde_json() {
     ];
     for case in cases {
         same(case.as_bytes());
+        // The same text as a member's value, in a list, and as a key: what
+        // `is_object` must check inside an object.
+        for wrapped in [
+            format!("{{\"k\":{case}}}"),
+            format!("{{\"k\":[{case}],\"l\":2}}"),
+            format!(" {{ {case} : 1 }} "),
+            format!("{{\"k\":{{\"j\":{case}}}}}"),
+        ] {
+            same(wrapped.as_bytes());
+        }
     }
     // Invalid UTF-8 inside and outside strings.
     for bytes in [
@@ -165,8 +183,20 @@ fn values_and_errors_match_serde_json() {
         b"\xff",
         b"[\"\xc0\xaf\"]",
         b"\"\xed\xa0\x80\"",
+        // The control characters' edges, raw in a string.
+        b"\"a\x1fb\"",
+        b"\"\x00\"",
+        b"\"\x20\x7f\"",
     ] {
         same(bytes);
+        let mut member = b"{\"k\":".to_vec();
+        member.extend_from_slice(bytes);
+        member.push(b'}');
+        same(&member);
+        let mut key = b"{".to_vec();
+        key.extend_from_slice(bytes);
+        key.extend_from_slice(b":1}");
+        same(&key);
     }
 }
 
@@ -209,6 +239,10 @@ fn random_numbers_match_serde_json() {
         in_list.extend_from_slice(&text);
         in_list.push(b']');
         same(&in_list);
+        let mut in_object = b"{\"n\":".to_vec();
+        in_object.extend_from_slice(&text);
+        in_object.push(b'}');
+        same(&in_object);
     }
 }
 
