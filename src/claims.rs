@@ -156,24 +156,41 @@ pub fn bearer_payload(token: &[u8]) -> Option<JsonObject> {
 /// The JSON object jwt_authn forwards in `forward_payload_header` (base64url,
 /// padded or not), or `None` for anything else.
 pub fn forwarded_payload(value: &[u8]) -> Option<JsonObject> {
-    let (mut text, mut index) = spare_buffers();
-    if base64url_decode_into(value, &mut text) && walk::check_object_into(&text, &mut index) {
-        return Some(JsonObject { text, index });
+    let mut parts = spare_parts();
+    if base64url_decode_into(value, &mut parts.text)
+        && walk::check_object_into(&parts.text, &mut parts.index)
+    {
+        return Some(JsonObject(Some(parts)));
     }
-    keep_buffers(text, index);
+    keep_parts(parts);
     None
 }
 
+/// A JSON object as text, checked once (one pass, allocating only the index of
+/// its top-level members) to be exactly what [`crate::json::from_slice`] reads
+/// as an object; claims are then found in place, as in Envoy's serialization:
+/// no map, nothing copied unless a string holds escapes or a number has to be
+/// printed. Boxed, so that a [`Payload`] stays as small as Envoy's bytes; the
+/// box and its buffers are reused by the next payload (see `SPARE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonObject(Option<Box<Parts>>);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Parts {
+    text: Vec<u8>,
+    index: walk::Index,
+}
+
 thread_local! {
-    /// The buffers of the last [`JsonObject`] dropped, for the next one: a
+    /// The parts of the last [`JsonObject`] dropped, for the next one: a
     /// request decodes one payload, so after the first it allocates nothing.
-    static SPARE: Cell<Option<(Vec<u8>, walk::Index)>> = const { Cell::new(None) };
+    static SPARE: Cell<Option<Box<Parts>>> = const { Cell::new(None) };
 }
 
 /// Buffers larger than this are freed, not kept (a payload is a few hundred bytes).
 const SPARE_BYTES: usize = 16 * 1024;
 
-fn spare_buffers() -> (Vec<u8>, walk::Index) {
+fn spare_parts() -> Box<Parts> {
     SPARE
         .try_with(Cell::take)
         .ok()
@@ -181,37 +198,32 @@ fn spare_buffers() -> (Vec<u8>, walk::Index) {
         .unwrap_or_default()
 }
 
-fn keep_buffers(text: Vec<u8>, index: walk::Index) {
-    if text.capacity() + index.capacity() <= SPARE_BYTES {
-        let _ = SPARE.try_with(|spare| spare.set(Some((text, index))));
+#[inline(never)]
+fn keep_parts(parts: Box<Parts>) {
+    if parts.text.capacity() + parts.index.capacity() <= SPARE_BYTES {
+        let _ = SPARE.try_with(|spare| spare.set(Some(parts)));
     }
 }
 
-/// A JSON object as text, checked once (one pass, allocating only the index of
-/// its top-level members) to be exactly what [`crate::json::from_slice`] reads
-/// as an object; claims are then found in place, as in Envoy's serialization:
-/// no map, nothing copied unless a string holds escapes or a number has to be
-/// printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonObject {
-    text: Vec<u8>,
-    index: walk::Index,
-}
-
 impl Drop for JsonObject {
+    #[inline]
     fn drop(&mut self) {
-        keep_buffers(
-            std::mem::take(&mut self.text),
-            std::mem::take(&mut self.index),
-        );
+        if let Some(parts) = self.0.take() {
+            keep_parts(parts);
+        }
     }
 }
 
 impl JsonObject {
     /// `None` unless `text` is a JSON object (a malformed payload has no claims).
     pub fn new(text: Vec<u8>) -> Option<JsonObject> {
-        let (_, mut index) = spare_buffers();
-        walk::check_object_into(&text, &mut index).then_some(JsonObject { text, index })
+        let mut parts = spare_parts();
+        parts.text = text;
+        if walk::check_object_into(&parts.text, &mut parts.index) {
+            return Some(JsonObject(Some(parts)));
+        }
+        keep_parts(parts);
+        None
     }
 
     /// A map as text (tools and tests); `None` only where the map's text is no
@@ -221,12 +233,12 @@ impl JsonObject {
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.text
+        self.0.as_ref().map_or(&[], |parts| &parts.text)
     }
 
     /// The object as a map (tools and tests; the decision reads it in place).
     pub fn to_map(&self) -> serde_json::Map<String, Value> {
-        match crate::json::from_slice(&self.text) {
+        match crate::json::from_slice(self.as_bytes()) {
             Ok(Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         }
@@ -237,7 +249,8 @@ impl JsonObject {
     /// compare unescaped, a path steps into objects only.
     pub fn claim_ref(&self, path: &ClaimPath) -> Option<ClaimRef<'_>> {
         let (first, rest) = path.split_first()?;
-        let mut found = self.index.get(&self.text, first.as_bytes())?;
+        let Parts { text, index } = self.0.as_deref()?;
+        let mut found = index.get(text, first.as_bytes())?;
         for segment in rest {
             found = match found {
                 walk::Found::Value(value) => walk::member(value, segment.as_bytes())?,
