@@ -24,6 +24,7 @@ use canary_router::claims::{self, Claim, ClaimRef, JsonObject, Payload};
 use canary_router::config::{self, ConfigError};
 use canary_router::cookie;
 use canary_router::decide::{self, Decision, Reason};
+use canary_router::header_map;
 use canary_router::pin;
 use canary_router::request::{
     HeaderList, JsonClaims, JwtSource, LookupError, Request, RequestView,
@@ -1347,6 +1348,35 @@ pub fn decide(data: &[u8]) {
         decision,
         decide::decide(router, &fresh, &mut SplitMix64::new(input.seed))
     );
+    // The proxy's path: the same headers as the host serializes them, read in place.
+    if !input.broken {
+        let buffer = header_map::serialize(
+            input
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_slice())),
+        );
+        let pairs: Vec<(&[u8], &[u8])> = header_map::SerializedPairs::new(&buffer).collect();
+        assert_eq!(pairs.len(), input.headers.len());
+        for ((name, value), (n, v)) in pairs.iter().zip(&input.headers) {
+            assert_eq!((*name, *value), (n.as_bytes(), v.as_slice()));
+        }
+        let in_place = Request::from_pairs(
+            &router.slots,
+            &router.jwt,
+            JsonClaims(input.claims.clone()),
+            Ok(header_map::SerializedPairs::new(&buffer)),
+        );
+        assert_eq!(
+            decision,
+            decide::decide(router, &in_place, &mut SplitMix64::new(input.seed))
+        );
+    }
+    // Whatever bytes the host hands over, walking them lists slices of them and
+    // never reads past the end.
+    for (name, value) in header_map::SerializedPairs::new(data) {
+        assert!(name.len() + value.len() <= data.len());
+    }
 
     let n = router.subsets.len();
     assert!(decision.subset < n, "{decision:?}");
