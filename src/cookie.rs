@@ -8,6 +8,8 @@
 //!   `cookie` headers in the order Envoy lists them (HTTP/1.1 may send several,
 //!   HTTP/2 splits one; both read the same).
 
+use crate::swar::flag;
+
 /// The `(name, value)` pairs of one `Cookie` header value, in order.
 pub fn pairs(header_value: &[u8]) -> Pairs<'_> {
     Pairs {
@@ -57,17 +59,6 @@ impl<'a> Iterator for Pairs<'a> {
             return Some((trim(name), unquote(trim(value))));
         }
     }
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The bytes of `word` equal to `byte`, flagged by their high bit. A byte above
-/// a true match may be flagged falsely, so only the lowest flag is exact.
-#[inline]
-fn flag(word: u64, byte: u8) -> u64 {
-    let x = word ^ ONES.wrapping_mul(u64::from(byte));
-    x.wrapping_sub(ONES) & !x & HIGHS
 }
 
 /// The first position of `a` or `b` in `bytes`, eight bytes at a time (a cookie

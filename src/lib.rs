@@ -25,6 +25,7 @@ pub mod router;
 pub mod rules;
 pub mod simulate;
 pub mod slots;
+mod swar;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

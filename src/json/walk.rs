@@ -12,6 +12,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::swar::{flag, HIGHS, ONES};
+
 /// `text` as one JSON object that [`super::from_slice`] reads, its top-level
 /// members indexed; `None` for anything else.
 pub fn check_object(text: &[u8]) -> Option<Index> {
@@ -321,17 +323,6 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The bytes of `word` equal to `byte`, flagged by their high bit. A byte above
-/// a true match may be flagged falsely, so only the lowest flag is exact.
-#[inline]
-fn flag(word: u64, byte: u8) -> u64 {
-    let x = word ^ ONES.wrapping_mul(u64::from(byte));
-    x.wrapping_sub(ONES) & !x & HIGHS
 }
 
 /// The eight bytes at `at`, as a little-endian word.
