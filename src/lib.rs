@@ -26,6 +26,8 @@ pub mod rules;
 pub mod simulate;
 pub mod slots;
 mod swar;
+#[cfg(test)]
+mod test_inputs;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

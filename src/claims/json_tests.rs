@@ -6,7 +6,6 @@
 //! fuzz input kept in the repository.
 
 use std::borrow::Cow;
-use std::path::Path;
 
 use serde_json::{Map, Value};
 
@@ -440,37 +439,21 @@ fn random_and_mutated_payloads_read_the_same() {
 /// text, as a header value, as a bearer token; raw and mutated.
 #[test]
 fn fuzz_inputs_read_the_same() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut rng = SplitMix64::new(8);
     let (mut files, mut with_claims) = (0, 0);
-    for kind in ["seeds", "corpus", "artifacts"] {
-        let Ok(targets) = std::fs::read_dir(root.join(kind)) else {
-            continue;
-        };
-        for target in targets {
-            let Ok(entries) = std::fs::read_dir(target.unwrap().path()) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if !path.is_file() {
-                    continue;
-                }
-                let data = std::fs::read(&path).unwrap();
-                files += 1;
-                with_claims += usize::from(same_text(&data));
-                same(&data);
-                // A bearer token's middle segment, a `path\npayload` jwt input.
-                for part in data.split(|&b| b == b'.' || b == b'\n') {
-                    same(part);
-                    if let Some(decoded) = base64url_decode(part) {
-                        same_text(&decoded);
-                    }
-                }
-                for _ in 0..4 {
-                    same_text(&mutate(&mut rng, &data));
-                }
+    for data in crate::test_inputs::stored_fuzz_inputs() {
+        files += 1;
+        with_claims += usize::from(same_text(&data));
+        same(&data);
+        // A bearer token's middle segment, a `path\npayload` jwt input.
+        for part in data.split(|&b| b == b'.' || b == b'\n') {
+            same(part);
+            if let Some(decoded) = base64url_decode(part) {
+                same_text(&decoded);
             }
+        }
+        for _ in 0..4 {
+            same_text(&mutate(&mut rng, &data));
         }
     }
     assert!(

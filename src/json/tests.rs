@@ -2,8 +2,6 @@
 //! through its JSON text too, so `-0.0` and `0` differ) or the same error text.
 //! And `json::is_object` against `from_slice`: true exactly when it reads an object.
 
-use std::path::Path;
-
 use super::{from_slice, is_object};
 use crate::rng::SplitMix64;
 
@@ -250,48 +248,32 @@ fn random_numbers_match_serde_json() {
 /// few random bytes changed.
 #[test]
 fn fuzz_inputs_match_serde_json() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut rng = SplitMix64::new(7);
     let mut parsed = 0;
     let mut files = 0;
-    for kind in ["seeds", "corpus", "artifacts"] {
-        let Ok(targets) = std::fs::read_dir(root.join(kind)) else {
-            continue;
-        };
-        for target in targets {
-            let Ok(entries) = std::fs::read_dir(target.unwrap().path()) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if !path.is_file() {
-                    continue;
-                }
-                let data = std::fs::read(&path).unwrap();
-                files += 1;
-                parsed += usize::from(same(&data));
-                if let Some(token) = crate::claims::base64url_decode(&data) {
-                    same(&token);
-                }
-                for _ in 0..8 {
-                    let mut mutated = data.clone();
-                    let edits = 1 + rng.next_u64() % 3;
-                    for _ in 0..edits {
-                        let at = (rng.next_u64() % (mutated.len() as u64 + 1)) as usize;
-                        const BYTES: &[u8] = b"{}[]:,\"\\-.eE0159 \nnutf\x00\xff";
-                        let byte = BYTES[(rng.next_u64() % BYTES.len() as u64) as usize];
-                        match rng.next_u64() % 3 {
-                            0 => mutated.insert(at, byte),
-                            1 if at < mutated.len() => {
-                                mutated.remove(at);
-                            }
-                            _ if at < mutated.len() => mutated[at] = byte,
-                            _ => mutated.push(byte),
-                        }
+    for data in crate::test_inputs::stored_fuzz_inputs() {
+        files += 1;
+        parsed += usize::from(same(&data));
+        if let Some(token) = crate::claims::base64url_decode(&data) {
+            same(&token);
+        }
+        for _ in 0..8 {
+            let mut mutated = data.clone();
+            let edits = 1 + rng.next_u64() % 3;
+            for _ in 0..edits {
+                let at = (rng.next_u64() % (mutated.len() as u64 + 1)) as usize;
+                const BYTES: &[u8] = b"{}[]:,\"\\-.eE0159 \nnutf\x00\xff";
+                let byte = BYTES[(rng.next_u64() % BYTES.len() as u64) as usize];
+                match rng.next_u64() % 3 {
+                    0 => mutated.insert(at, byte),
+                    1 if at < mutated.len() => {
+                        mutated.remove(at);
                     }
-                    same(&mutated);
+                    _ if at < mutated.len() => mutated[at] = byte,
+                    _ => mutated.push(byte),
                 }
             }
+            same(&mutated);
         }
     }
     assert!(
