@@ -1,13 +1,22 @@
-//! Metric names, in one place. Defined once per configuration (never per request);
-//! Envoy shows them under `wasmcustom.` at `/stats`.
+//! The metric schema, in one place. Defined once per configuration (never per
+//! request); Envoy shows them under `wasmcustom.` at `/stats`.
 //!
-//! - `<prefix>.subset.<subset>.reason.<reason>.requests`
-//! - `<prefix>.shadow.subset.<subset>.reason.<reason>.requests` (shadow mode)
-//! - `<prefix>.rule.<rule>.matches`
-//! - `<prefix>.subset.<subset>.responses.<class>`
-//! - `<prefix>.subset.<subset>.weight_bp` (gauge, with a ramp): the weight in force
-//! - `<prefix>.wasm_memory_bytes` (gauge): the reporting VM's linear memory, for
-//!   soak tests and leak alerts
+//! Labels are encoded in the names the way Istio encodes its own (`name=.=value;.;`),
+//! so one tag regex per label, `(name=\.=(.*?);\.;)`, turns them into Prometheus
+//! labels: Istio writes exactly that regex for each of its `extraStatTags`, and
+//! `envoy/envoy.yaml` lists the same four. Both proxies then show the same series:
+//!
+//! | name at `/stats` (prefix `canary`)                          | at `/stats/prometheus`                           |
+//! |-------------------------------------------------------------|--------------------------------------------------|
+//! | `canary.subset=.=v2;.;reason=.=hash;.;requests`             | `canary_requests{subset,reason}`                 |
+//! | `canary.shadow.subset=.=v2;.;reason=.=hash;.;requests`      | `canary_shadow_requests{subset,reason}`          |
+//! | `canary.subset=.=v2;.;class=.=5xx;.;responses`              | `canary_responses{subset,class}`                 |
+//! | `canary.subset=.=v2;.;response_duration_ms` (histogram)     | `canary_response_duration_ms_bucket{subset,le}`  |
+//! | `canary.rule=.=staff;.;rule_matches`                        | `canary_rule_matches{rule}`                      |
+//! | `canary.subset=.=v2;.;weight_bp` (gauge)                    | `canary_weight_bp{subset}`                       |
+//! | `canary.subset=.=v2;.;brake_trips`                          | `canary_brake_trips{subset}`                     |
+//! | `canary.subset=.=v2;.;brake_tripped` (gauge)                | `canary_brake_tripped{subset}`                   |
+//! | `canary.wasm_memory_bytes` (gauge)                          | `canary_wasm_memory_bytes`                       |
 
 use crate::decide::Reason;
 
@@ -50,6 +59,15 @@ impl ResponseClass {
     }
 }
 
+/// The labels the names carry: each needs one tag regex in the proxy's bootstrap
+/// (`envoy/envoy.yaml`'s `stats_tags`, Istio's `extraStatTags`).
+pub const LABELS: [&str; 4] = ["subset", "reason", "class", "rule"];
+
+/// One label in Istio's in-name encoding: `subset=.=v2;.;`.
+fn label(name: &str, value: &str) -> String {
+    format!("{name}=.={value};.;")
+}
+
 /// Every metric name of one configuration, laid out so the host can keep ids in the
 /// same shape and index them without formatting anything per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,20 +80,24 @@ pub struct MetricNames {
     pub rule_matches: Vec<String>,
     /// `[subset][class]`
     pub responses: Vec<Vec<String>>,
+    /// Histograms `[subset]`: request headers to response headers, in milliseconds.
+    pub durations: Vec<String>,
     /// Gauge: the VM's linear memory in bytes.
     pub wasm_memory: String,
-    /// Gauges `[subset]`: the weight in force, in basis points (ramp only).
+    /// Gauges `[subset]`: the weight in force, in basis points (a ramp moves it).
     pub weight_bp: Vec<String>,
     /// The stats prefix itself.
     pub prefix: String,
 }
 
 impl MetricNames {
-    /// Counter `<prefix>.brake.<subset>.trips` and gauge `<prefix>.brake.<subset>.tripped`.
+    /// Counter `<prefix>.subset=.=<subset>;.;brake_trips` and gauge
+    /// `<prefix>.subset=.=<subset>;.;brake_tripped`.
     pub fn brake(&self, subset: &str) -> (String, String) {
+        let s = label("subset", subset);
         (
-            format!("{}.brake.{subset}.trips", self.prefix),
-            format!("{}.brake.{subset}.tripped", self.prefix),
+            format!("{}.{s}brake_trips", self.prefix),
+            format!("{}.{s}brake_tripped", self.prefix),
         )
     }
 }
@@ -87,32 +109,40 @@ impl MetricNames {
         let requests = |scope: &str| -> Vec<Vec<String>> {
             let mut rows = Vec::with_capacity(subsets.len());
             for s in subsets {
+                let s = label("subset", s);
                 let mut row = Vec::with_capacity(Reason::ALL.len());
                 for r in Reason::ALL {
-                    row.push(format!("{scope}subset.{s}.reason.{}.requests", r.as_str()));
+                    row.push(format!("{scope}{s}{}requests", label("reason", r.as_str())));
                 }
                 rows.push(row);
             }
             rows
         };
         let mut weight_bp = Vec::with_capacity(subsets.len());
+        let mut durations = Vec::with_capacity(subsets.len());
         let mut responses = Vec::with_capacity(subsets.len());
         for s in subsets {
-            weight_bp.push(format!("{prefix}.subset.{s}.weight_bp"));
+            let s = label("subset", s);
+            weight_bp.push(format!("{prefix}.{s}weight_bp"));
+            durations.push(format!("{prefix}.{s}response_duration_ms"));
             let mut row = Vec::with_capacity(ResponseClass::ALL.len());
             for c in ResponseClass::ALL {
-                row.push(format!("{prefix}.subset.{s}.responses.{}", c.as_str()));
+                row.push(format!(
+                    "{prefix}.{s}{}responses",
+                    label("class", c.as_str())
+                ));
             }
             responses.push(row);
         }
         let mut rule_matches = Vec::with_capacity(rules.len());
         for r in rules {
-            rule_matches.push(format!("{prefix}.rule.{r}.matches"));
+            rule_matches.push(format!("{prefix}.{}rule_matches", label("rule", r)));
         }
         MetricNames {
             prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
             weight_bp,
+            durations,
             requests: requests(&format!("{prefix}.")),
             shadow_requests: requests(&format!("{prefix}.shadow.")),
             rule_matches,
@@ -130,24 +160,38 @@ mod tests {
         let names = MetricNames::new("canary", &["v1".into(), "v2".into()], &["qa".into()]);
         assert_eq!(
             names.requests[1][Reason::Rule.index()],
-            "canary.subset.v2.reason.rule.requests"
+            "canary.subset=.=v2;.;reason=.=rule;.;requests"
         );
         assert_eq!(
             names.requests[0][Reason::Hash.index()],
-            "canary.subset.v1.reason.hash.requests"
+            "canary.subset=.=v1;.;reason=.=hash;.;requests"
         );
         assert_eq!(
             names.requests[0][Reason::Pin.index()],
-            "canary.subset.v1.reason.pin.requests"
+            "canary.subset=.=v1;.;reason=.=pin;.;requests"
         );
         assert_eq!(
             names.shadow_requests[1][Reason::Random.index()],
-            "canary.shadow.subset.v2.reason.random.requests"
+            "canary.shadow.subset=.=v2;.;reason=.=random;.;requests"
         );
-        assert_eq!(names.rule_matches, ["canary.rule.qa.matches"]);
+        assert_eq!(names.rule_matches, ["canary.rule=.=qa;.;rule_matches"]);
         assert_eq!(names.wasm_memory, "canary.wasm_memory_bytes");
-        assert_eq!(names.weight_bp[1], "canary.subset.v2.weight_bp");
-        assert_eq!(names.responses[1][3], "canary.subset.v2.responses.5xx");
+        assert_eq!(names.weight_bp[1], "canary.subset=.=v2;.;weight_bp");
+        assert_eq!(
+            names.durations[1],
+            "canary.subset=.=v2;.;response_duration_ms"
+        );
+        assert_eq!(
+            names.responses[1][3],
+            "canary.subset=.=v2;.;class=.=5xx;.;responses"
+        );
+        assert_eq!(
+            names.brake("v2"),
+            (
+                "canary.subset=.=v2;.;brake_trips".to_owned(),
+                "canary.subset=.=v2;.;brake_tripped".to_owned()
+            )
+        );
         assert_eq!(names.requests[0].len(), Reason::ALL.len());
     }
 

@@ -48,8 +48,8 @@ fn a_failing_canary_is_braked_a_healthy_one_never_and_config_resets() {
         &config("one"),
         Opts::default().concurrency(2).ecds(dir.clone()),
     );
-    let trips = "wasmcustom.canary.brake.v2.trips";
-    let tripped = "wasmcustom.canary.brake.v2.tripped";
+    let (trips, tripped) = brake_stats("canary", "v2");
+    let (trips, tripped) = (trips.as_str(), tripped.as_str());
 
     // A few early errors, fewer than min_requests in the window: no trip.
     for i in 0..12 {

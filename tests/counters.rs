@@ -231,6 +231,44 @@ fn counters_equal_what_was_sent_and_served() {
             .any(|l| l == "canary_rule_matches{rule=\"qa\"} 25"),
         "canary_rule_matches{{rule=\"qa\"}} 25"
     );
+    // The latency histogram saw every counted response, per subset (Envoy merges
+    // histograms on its stats flush, every second in envoy/envoy.yaml).
+    for s in SUBSETS {
+        let responses: u64 = CLASSES
+            .iter()
+            .map(|c| got[&responses_counter("canary", s, c)])
+            .sum();
+        let t0 = std::time::Instant::now();
+        loop {
+            let prom = parse_prometheus(&envoy.prometheus());
+            let want: BTreeMap<String, String> = [("subset".to_string(), s.to_string())]
+                .into_iter()
+                .collect();
+            let count = prom
+                .iter()
+                .find(|(n, l, _)| n == "canary_response_duration_ms_count" && *l == want)
+                .map(|(_, _, v)| *v as u64);
+            if count == Some(responses) {
+                // The demo upstreams answer at once: every response is in the first buckets.
+                let le_1s = prom
+                    .iter()
+                    .find(|(n, l, _)| {
+                        n == "canary_response_duration_ms_bucket"
+                            && l.get("subset").map(String::as_str) == Some(s)
+                            && l.get("le").map(String::as_str) == Some("1000")
+                    })
+                    .map(|(_, _, v)| *v as u64);
+                assert_eq!(le_1s, Some(responses), "{s}: responses under 1 s");
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(15),
+                "canary_response_duration_ms_count{{subset={s}}} is {count:?}, want {responses}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     // No untagged leftovers of the filter's names (the memory gauge has none).
     for (name, labels, _) in &prom {
         if name.starts_with("canary") && name != "canary_wasm_memory_bytes" {

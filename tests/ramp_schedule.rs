@@ -92,12 +92,7 @@ fn a_ramp_moves_the_canary_share_on_schedule_and_keys_never_leave() {
             std::thread::sleep(Duration::from_millis((at - now) as u64));
         }
     };
-    let gauge = |envoy: &Envoy| {
-        envoy
-            .stats()
-            .get("wasmcustom.canary.subset.v2.weight_bp")
-            .copied()
-    };
+    let gauge = |envoy: &Envoy| envoy.stats().get(&weight_gauge("canary", "v2")).copied();
 
     let (before, steps) = sample(&mut envoy);
     assert!(

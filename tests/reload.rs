@@ -161,7 +161,7 @@ fn weights_change_under_load_bad_configs_are_refused_counters_stay_exact() {
     let stats = envoy.stats();
     let counted: u64 = stats
         .iter()
-        .filter(|(k, _)| k.starts_with("wasmcustom.canary.subset.") && k.ends_with(".requests"))
+        .filter(|(k, _)| parse_requests_name(k).is_some())
         .map(|(_, v)| v)
         .sum();
     assert_eq!(counted, total, "every request counted once across reloads");

@@ -47,7 +47,10 @@ fn the_contract_example_compiles() {
         ["jwt_claim:sub", "cookie:session_id", "header:x-user-id"]
     );
     assert!(loaded.warnings.is_empty());
-    assert_eq!(r.metrics.rule_matches[2], "canary.rule.staff.matches");
+    assert_eq!(
+        r.metrics.rule_matches[2],
+        "canary.rule=.=staff;.;rule_matches"
+    );
 }
 
 #[test]
@@ -59,7 +62,7 @@ fn only_subsets_is_required() {
     assert_eq!(r.header, "x-canary-subset");
     assert_eq!(
         r.metrics.requests[0][0],
-        "canary.subset.stable.reason.rule.requests"
+        "canary.subset=.=stable;.;reason=.=rule;.;requests"
     );
     assert!(r.sticky_keys.is_empty());
     assert!(r.rules.is_empty());

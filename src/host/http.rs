@@ -26,9 +26,9 @@ pub(crate) struct CanaryHttp {
     rng: Rc<RefCell<SplitMix64>>,
     /// This request's decision, for the response side (counters, pin, header).
     decision: Option<Decision>,
-    /// When the request reached the filter (only timed for a braked subset
-    /// with a latency limit).
-    started_ms: Option<i64>,
+    /// When the request reached the filter, in host nanoseconds (enforce mode
+    /// only): the latency histogram and the brake's p99 limit.
+    started_ns: Option<u64>,
 }
 
 impl CanaryHttp {
@@ -37,7 +37,7 @@ impl CanaryHttp {
             active,
             rng,
             decision: None,
-            started_ms: None,
+            started_ns: None,
         }
     }
 }
@@ -108,8 +108,6 @@ impl HttpContext for CanaryHttp {
         if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
             if state.tripped.get() {
                 decision.brake(router, brake.subset, brake.stop_rules);
-            } else if decision.subset == brake.subset && brake.max_p99_ms.is_some() {
-                self.started_ms = Some(super::now_ms());
             }
         }
 
@@ -130,6 +128,7 @@ impl HttpContext for CanaryHttp {
                         hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
                 }
                 increment(active.metrics.request(decision.subset, decision.reason));
+                self.started_ns = Some(super::now_ns());
             }
             Mode::Shadow => {
                 // The route table decides; a client still cannot pick the subset.
@@ -166,17 +165,21 @@ impl HttpContext for CanaryHttp {
             if let Ok(Some(status)) = status {
                 if let Some(class) = ResponseClass::from_status(&status) {
                     increment(active.metrics.response(decision.subset, class));
+                    let now_ns = super::now_ns();
+                    let latency_ms = self
+                        .started_ns
+                        .map(|t| now_ns.saturating_sub(t) / 1_000_000);
+                    if let Some(ms) = latency_ms {
+                        active.metrics.record_duration(decision.subset, ms);
+                    }
                     if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
                         if decision.subset == brake.subset && !decision.braked {
-                            let now = super::now_ms();
-                            let latency =
-                                self.started_ms.map(|t| now.saturating_sub(t).max(0) as u64);
                             state.record(
                                 brake,
                                 router.subset_name(brake.subset),
-                                now,
+                                super::ns_to_ms(now_ns),
                                 class == ResponseClass::ServerError,
-                                latency,
+                                latency_ms.filter(|_| brake.max_p99_ms.is_some()),
                             );
                         }
                     }

@@ -13,8 +13,8 @@ pub(crate) struct MetricIds {
     shadow_requests: Vec<Vec<u32>>,
     rule_matches: Vec<u32>,
     responses: Vec<Vec<u32>>,
+    durations: Vec<u32>,
     wasm_memory: u32,
-    /// Defined only when a ramp is configured.
     weight_bp: Vec<u32>,
 }
 
@@ -64,19 +64,24 @@ fn counter_rows(rows: &[Vec<String>]) -> Result<Vec<Vec<u32>>, DefineError> {
 }
 
 impl MetricIds {
-    pub fn define(names: &MetricNames, ramp: bool) -> Result<MetricIds, DefineError> {
+    pub fn define(names: &MetricNames) -> Result<MetricIds, DefineError> {
         Ok(MetricIds {
             requests: counter_rows(&names.requests)?,
             shadow_requests: counter_rows(&names.shadow_requests)?,
             rule_matches: counters(&names.rule_matches)?,
             wasm_memory: define(MetricType::Gauge, &names.wasm_memory)?,
-            weight_bp: if ramp {
-                define_all(MetricType::Gauge, &names.weight_bp)?
-            } else {
-                Vec::new()
-            },
+            // Always: dashboards show the split in force with or without a ramp.
+            weight_bp: define_all(MetricType::Gauge, &names.weight_bp)?,
+            durations: define_all(MetricType::Histogram, &names.durations)?,
             responses: counter_rows(&names.responses)?,
         })
+    }
+
+    /// One response's time from request headers to response headers.
+    pub fn record_duration(&self, subset: usize, millis: u64) {
+        if let Some(id) = self.durations.get(subset) {
+            let _ = hostcalls::record_metric(*id, millis);
+        }
     }
 
     pub fn request(&self, subset: usize, reason: Reason) -> Option<u32> {

@@ -34,12 +34,21 @@ pub(crate) struct Active {
     pub brake: Option<brake::BrakeState>,
 }
 
-/// The host's clock in Unix milliseconds (0 if the host cannot tell).
-pub(crate) fn now_ms() -> i64 {
+/// The host's clock in Unix nanoseconds (0 if the host cannot tell).
+pub(crate) fn now_ns() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The host's clock in Unix milliseconds (0 if the host cannot tell).
+pub(crate) fn now_ms() -> i64 {
+    ns_to_ms(now_ns())
+}
+
+pub(crate) fn ns_to_ms(ns: u64) -> i64 {
+    i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
 }
 
 impl Active {
@@ -119,8 +128,7 @@ impl RootContext for CanaryRoot {
                 return false;
             }
         };
-        let metrics = match MetricIds::define(&loaded.router.metrics, loaded.router.ramp.is_some())
-        {
+        let metrics = match MetricIds::define(&loaded.router.metrics) {
             Ok(ids) => ids,
             Err(e) => {
                 error!("canary-router: {e}");

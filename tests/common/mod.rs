@@ -683,7 +683,7 @@ impl Envoy {
             .filter(|(k, _)| {
                 k.starts_with("wasmcustom.")
                     && !k.ends_with(".wasm_memory_bytes")
-                    && !k.ends_with(".weight_bp")
+                    && !k.ends_with(";.;weight_bp")
             })
             .collect()
     }
@@ -1142,20 +1142,40 @@ pub fn bearer(token: &str) -> Vec<u8> {
 pub const REASONS: [&str; 5] = ["rule", "hash", "pin", "random", "fallback"];
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
+/// The filter's names encode labels as Istio does (`subset=.=v2;.;`, src/metrics.rs).
 pub fn requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
-    format!("wasmcustom.{prefix}.subset.{subset}.reason.{reason}.requests")
+    format!("wasmcustom.{prefix}.subset=.={subset};.;reason=.={reason};.;requests")
 }
 
 pub fn shadow_requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
-    format!("wasmcustom.{prefix}.shadow.subset.{subset}.reason.{reason}.requests")
+    format!("wasmcustom.{prefix}.shadow.subset=.={subset};.;reason=.={reason};.;requests")
 }
 
 pub fn responses_counter(prefix: &str, subset: &str, class: &str) -> String {
-    format!("wasmcustom.{prefix}.subset.{subset}.responses.{class}")
+    format!("wasmcustom.{prefix}.subset=.={subset};.;class=.={class};.;responses")
 }
 
 pub fn rule_counter(prefix: &str, rule: &str) -> String {
-    format!("wasmcustom.{prefix}.rule.{rule}.matches")
+    format!("wasmcustom.{prefix}.rule=.={rule};.;rule_matches")
+}
+
+pub fn weight_gauge(prefix: &str, subset: &str) -> String {
+    format!("wasmcustom.{prefix}.subset=.={subset};.;weight_bp")
+}
+
+/// The brake's trip counter and tripped gauge.
+pub fn brake_stats(prefix: &str, subset: &str) -> (String, String) {
+    (
+        format!("wasmcustom.{prefix}.subset=.={subset};.;brake_trips"),
+        format!("wasmcustom.{prefix}.subset=.={subset};.;brake_tripped"),
+    )
+}
+
+/// The value of one `name=.=value;.;` label in a stat name.
+fn label_in<'a>(name: &'a str, label: &str) -> Option<&'a str> {
+    let start = name.find(&format!("{label}=.="))? + label.len() + 3;
+    let rest = name.get(start..)?;
+    rest.get(..rest.find(";.;")?)
 }
 
 /// `after - before` for every name in either map (missing = 0), zeros omitted.
@@ -1205,47 +1225,53 @@ pub struct Decision {
     pub served_by: String,
 }
 
-/// `(subset, reason)` of a name `wasmcustom.<prefix>.subset.<s>.reason.<r>.requests`.
+/// `(subset, reason)` of a name `wasmcustom.<prefix>.subset=.=<s>;.;reason=.=<r>;.;requests`.
 pub fn parse_requests_name(name: &str) -> Option<(String, String)> {
     let rest = name
         .strip_prefix("wasmcustom.")?
-        .strip_suffix(".requests")?;
-    let (prefix, rest) = rest.split_once(".subset.")?;
+        .strip_suffix(";.;requests")?;
+    let (prefix, _) = rest.split_once(".subset=.=")?;
     // metrics_prefix is one segment: `<prefix>.shadow.subset...` is a shadow counter.
     if prefix.contains('.') {
         return None;
     }
-    let (subset, reason) = rest.split_once(".reason.")?;
-    Some((subset.to_string(), reason.to_string()))
+    Some((
+        label_in(name, "subset")?.to_string(),
+        label_in(name, "reason")?.to_string(),
+    ))
 }
 
 /// `(subset, reason)` of a shadow-mode name
-/// `wasmcustom.<prefix>.shadow.subset.<s>.reason.<r>.requests`.
+/// `wasmcustom.<prefix>.shadow.subset=.=<s>;.;reason=.=<r>;.;requests`.
 pub fn parse_shadow_requests_name(name: &str) -> Option<(String, String)> {
     let rest = name
         .strip_prefix("wasmcustom.")?
-        .strip_suffix(".requests")?;
-    let (prefix, rest) = rest.split_once(".shadow.subset.")?;
+        .strip_suffix(";.;requests")?;
+    let (prefix, _) = rest.split_once(".shadow.subset=.=")?;
     if prefix.contains('.') {
         return None;
     }
-    let (subset, reason) = rest.split_once(".reason.")?;
-    Some((subset.to_string(), reason.to_string()))
+    Some((
+        label_in(name, "subset")?.to_string(),
+        label_in(name, "reason")?.to_string(),
+    ))
 }
 
-/// `(subset, class)` of a name `wasmcustom.<prefix>.subset.<s>.responses.<class>`.
+/// `(subset, class)` of a name `wasmcustom.<prefix>.subset=.=<s>;.;class=.=<c>;.;responses`.
 pub fn parse_responses_name(name: &str) -> Option<(String, String)> {
-    let rest = name.strip_prefix("wasmcustom.")?;
-    let (_, rest) = rest.split_once(".subset.")?;
-    let (subset, class) = rest.split_once(".responses.")?;
-    Some((subset.to_string(), class.to_string()))
+    name.strip_prefix("wasmcustom.")?
+        .strip_suffix(";.;responses")?;
+    Some((
+        label_in(name, "subset")?.to_string(),
+        label_in(name, "class")?.to_string(),
+    ))
 }
 
-/// The rule of a name `wasmcustom.<prefix>.rule.<rule>.matches`.
+/// The rule of a name `wasmcustom.<prefix>.rule=.=<rule>;.;rule_matches`.
 pub fn parse_rule_name(name: &str) -> Option<String> {
-    let rest = name.strip_prefix("wasmcustom.")?.strip_suffix(".matches")?;
-    let (_, rule) = rest.split_once(".rule.")?;
-    Some(rule.to_string())
+    name.strip_prefix("wasmcustom.")?
+        .strip_suffix(";.;rule_matches")?;
+    Some(label_in(name, "rule")?.to_string())
 }
 
 pub fn status_class(status: u16) -> &'static str {
