@@ -80,11 +80,17 @@ lint: wasm
 unit:
 	cargo test --lib --bins $(CARGO_TEST_FLAGS)
 
-integration: wasm envoy
+integration: wasm envoy prometheus
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 	@$(ISTIO_CHECK_DEPS)
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+
+## prometheus: Debian's Prometheus server, for the tests that query a real one
+## (tests/common/prometheus.rs starts its own on a free loopback port) and the demo
+.PHONY: prometheus
+prometheus:
+	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
 ## bench: the Envoy-side benchmark (issue 4, BENCHMARKS.md): one measured Envoy with six
 ## listeners (native, native-hash, lua, wasm-empty, canary-router, canary-router-large),

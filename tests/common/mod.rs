@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod pin;
+pub mod prometheus;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
