@@ -546,24 +546,27 @@ fn jwt_verification_matches_the_demo_and_guards_the_staff_paths() {
 }
 
 #[test]
-fn wasmcustom_stats_are_kept_for_prometheus() {
+fn the_filter_stats_are_kept_and_labelled_for_prometheus() {
     let op = one("IstioOperator", "mesh-stats.yaml");
-    let prefixes = strings(
-        &op["spec"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]["inclusionPrefixes"],
-    );
+    let config = &op["spec"]["meshConfig"]["defaultConfig"];
+    let prefixes = strings(&config["proxyStatsMatcher"]["inclusionPrefixes"]);
     assert!(prefixes.iter().any(|p| p == "wasmcustom"), "{prefixes:?}");
+    // Exactly the labels the filter encodes in its names, in both places.
+    let labels: Vec<String> = canary_router::metrics::LABELS
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(strings(&config["extraStatTags"]), labels);
     for d in find("Deployment", "deployments.yaml") {
-        let annotation = d["spec"]["template"]["metadata"]["annotations"]["proxy.istio.io/config"]
+        let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+        let config = annotations["proxy.istio.io/config"].as_str().unwrap();
+        assert!(config.contains("proxyStatsMatcher") && config.contains("- wasmcustom"));
+        let tags: Vec<String> = annotations["sidecar.istio.io/extraStatTags"]
             .as_str()
-            .unwrap();
-        assert!(annotation.contains("proxyStatsMatcher") && annotation.contains("- wasmcustom"));
-    }
-    let queries = std::fs::read_to_string(root().join("istio/prometheus-queries.md")).unwrap();
-    for name in [
-        "canary_requests",
-        "canary_responses",
-        "canary_subset_v2_responses_5xx",
-    ] {
-        assert!(queries.contains(name), "prometheus-queries.md shows {name}");
+            .unwrap()
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .collect();
+        assert_eq!(tags, labels);
     }
 }

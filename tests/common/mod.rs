@@ -117,6 +117,9 @@ pub struct Opts {
     /// directory (as Istio delivers WasmPlugins) instead of inline; see
     /// [`write_ecds`] to push a new configuration while Envoy serves.
     pub ecds_dir: Option<PathBuf>,
+    /// Replace envoy.yaml's whole `stats_config` (between the BEGIN/END
+    /// stats_config markers) with this YAML block, e.g. the one Istio generates.
+    pub stats_config: Option<String>,
 }
 
 impl Default for Opts {
@@ -127,6 +130,7 @@ impl Default for Opts {
             with_wasm: true,
             with_early_strip: true,
             ecds_dir: None,
+            stats_config: None,
         }
     }
 }
@@ -150,6 +154,10 @@ impl Opts {
     }
     pub fn ecds(mut self, dir: PathBuf) -> Self {
         self.ecds_dir = Some(dir);
+        self
+    }
+    pub fn stats_config(mut self, yaml: String) -> Self {
+        self.stats_config = Some(yaml);
         self
     }
 }
@@ -331,6 +339,10 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         yaml_quote(plugin_config),
         &y[e..]
     );
+    if let Some(stats) = &opts.stats_config {
+        let (s, e, _) = marked_block(&y, "stats_config", file);
+        y = format!("{}{stats}\n{}", &y[..s], &y[e..]);
+    }
     if !opts.with_early_strip {
         let (s, e, _) = marked_block(&y, "early_strip", file);
         y = format!("{}{}", &y[..s], &y[e..]);
