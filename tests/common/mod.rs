@@ -171,20 +171,63 @@ pub struct Ports {
 }
 
 fn free_ports() -> Ports {
-    // Hold all four sockets at once so they are distinct.
-    let socks: Vec<TcpListener> = (0..4)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
-        .collect();
-    let p: Vec<u16> = socks
-        .iter()
-        .map(|s| s.local_addr().unwrap().port())
-        .collect();
     Ports {
-        admin: p[0],
-        listener: p[1],
-        v1: p[2],
-        v2: p[3],
+        admin: reserve_port(),
+        listener: reserve_port(),
+        v1: reserve_port(),
+        v2: reserve_port(),
     }
+}
+
+/// A loopback port no other test process will hand out while this one runs.
+///
+/// A port from `bind(":0")` is free only until the socket closes, and Envoy
+/// binds its listeners with SO_REUSEPORT: two Envoys of two concurrent tests
+/// given the same port would both bind it and share its connections, each
+/// answering the other's requests. So ports come from 20000..32000 (below
+/// Linux's ephemeral range, where no client socket lands), each claimed by a
+/// lock file created exclusively and naming this process; a file whose process
+/// is gone is reclaimed.
+pub fn reserve_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join("canary-router-test-ports");
+    fs::create_dir_all(&dir).unwrap();
+    let pid = std::process::id();
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize
+        ^ (pid as usize).wrapping_mul(7919);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + ((start.wrapping_add(n.wrapping_mul(7_001))) % 12_000) as u16;
+        let lock = dir.join(port.to_string());
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut f) => {
+                f.write_all(pid.to_string().as_bytes()).unwrap();
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    return port;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = fs::read_to_string(&lock).unwrap_or_default();
+                let alive = owner
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                // An empty file is being written by its creator right now.
+                if !alive && !owner.is_empty() {
+                    let _ = fs::remove_file(&lock);
+                }
+            }
+            Err(e) => panic!("cannot create {}: {e}", lock.display()),
+        }
+    }
+    panic!("no free port in 20000..32000")
 }
 
 /// Replace `from` by `to`, insisting that `from` occurs exactly once (so a change

@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{one_shot, temp_dir};
+use super::{one_shot, reserve_port, temp_dir};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -52,11 +52,7 @@ impl Prometheus {
     /// each) every second, and wait until it is ready.
     pub fn start(targets: &[SocketAddr]) -> Prometheus {
         let dir = temp_dir();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = reserve_port();
         let list: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
