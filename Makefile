@@ -69,6 +69,15 @@ envoy-bin = $(shell command -v envoy 2>/dev/null || ls $(VENV)/lib/python3*/site
 run: wasm envoy
 	@bash envoy/run-demo.sh "$(envoy-bin)"
 
+## demo-rollout: the whole rollout loop locally in about two minutes: Envoy with the
+## filter by ECDS, two upstreams, a real Prometheus (1 s scrape), bounded load and
+## istio/rollout.sh with short pauses (kubectl stand-in: envoy/kubectl-ecds.py).
+## FAIL=1 makes v2 answer 503 to 20 % of requests, to watch the rollback.
+.PHONY: demo-rollout
+FAIL ?= 0
+demo-rollout: wasm envoy prometheus
+	@bash envoy/demo-rollout.sh "$(envoy-bin)" "$(FAIL)"
+
 ## test: everything CI runs
 test: lint unit integration
 

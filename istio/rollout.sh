@@ -3,21 +3,36 @@
 #
 # For each step the canary weight is set in spec.pluginConfig.subsets (a JSON merge
 # patch of that one field: Istio pushes the new config to the proxies, no restart),
-# then, before the next step, the script waits --pause and asks Prometheus for the
-# canary's success rate (the filter's canary_responses counters) and p99 latency
-# (Istio's istio_request_duration_milliseconds). A bad value rolls back (canary
-# weight 0, its share going to the stable subset); so does missing data once the
-# retries are spent (fail safe). After the last step the canary keeps that weight.
+# then, before the next step, the script waits --pause and asks Prometheus, from the
+# filter's own series (the same in Istio and in plain Envoy, src/metrics.rs):
+#   success rate  sum(rate(canary_responses{subset="C",class!="5xx"}[W]))
+#                   / sum(rate(canary_responses{subset="C"}[W]))
+#   p99 (ms)      histogram_quantile(0.99, sum by (le)
+#                   (rate(canary_response_duration_ms_bucket{subset="C"}[W])))
+#   share         sum(rate(canary_requests{subset="C"}[W])) / sum(rate(canary_requests[W]))
+# (C the canary subset, W --window; --selector adds matchers to every selector).
+# A success rate under --min-success or a p99 over --max-p99-ms rolls back (canary
+# weight 0, its share going to the stable subset); the share is reported only. So
+# does missing data once the retries are spent (fail safe); the log then names the
+# metric and why it is missing: "no series" (Prometheus has no such series for the
+# subset at all: the proxies' stats config or the scrape) or "no traffic" (the
+# series exist, no responses in the window). After the last step the canary keeps
+# that weight. Each check prints one line to stderr, e.g.
+#   rollout: step 2/3 v2=50%: share 49.6%, success 1.0000, p99 0.9 ms: ok
 #
 #   istio/rollout.sh --steps 10,50,100 --pause 300s --min-success 0.99 --max-p99-ms 500
+#   istio/rollout.sh --selector 'app="istio-ingressgateway"'   # the gateway's series only
 #   istio/rollout.sh --dry-run          # print the patches and the queries, touch nothing
 #   istio/rollout.sh --rollback         # canary weight 0 now
+#
+# Plain Envoy (no cluster): --kubectl envoy/kubectl-ecds.py patches the ECDS file
+# Envoy watches instead (make demo-rollout).
 #
 # Exit codes: 0 promoted, 3 rolled back (bad metric or no data), 2 usage error,
 # 1 anything else (kubectl or the plugin config failed; a rollback is attempted
 # when a step's patch fails).
 #
-# Needs kubectl, curl and python3 (standard library only, for JSON).
+# Needs kubectl and python3 (standard library only: JSON and the Prometheus API).
 set -euo pipefail
 
 STEPS="10,50,100"
@@ -35,6 +50,7 @@ ROLLBACK_ONLY=0
 KUBECTL="kubectl"
 RETRIES=5
 RETRY_DELAY="60s"
+SELECTOR=""
 
 usage() {
   cat <<'EOF'
@@ -44,6 +60,10 @@ usage: istio/rollout.sh [options]
   --min-success R     roll back when the canary success rate (non-5xx share) is below R (0.99)
   --max-p99-ms MS     roll back when the canary p99 latency is above MS milliseconds (500)
   --window W          PromQL rate window (1m)
+  --selector M        extra label matchers added to every query, comma-separated,
+                      e.g. 'app="istio-ingressgateway",namespace="istio-system"'
+                      (=, !=, =~, !~; double-quoted values; not subset, which
+                      --canary sets); none by default: every proxy's series
   --retries N         queries without data are retried N times, then the canary is rolled back (5)
   --retry-delay D     wait between those retries (60s)
   --namespace NS      namespace of the WasmPlugin (istio-system)
@@ -78,6 +98,7 @@ while [[ $# -gt 0 ]]; do
     --min-success) MIN_SUCCESS="$val" ;;
     --max-p99-ms) MAX_P99_MS="$val" ;;
     --window) WINDOW="$val" ;;
+    --selector) SELECTOR="$val" ;;
     --retries) RETRIES="$val" ;;
     --retry-delay) RETRY_DELAY="$val" ;;
     --namespace) NAMESPACE="$val" ;;
@@ -116,10 +137,10 @@ command -v python3 >/dev/null || { echo "rollout: needs python3" >&2; exit 1; }
 PYTHON="$(python3 -c 'import sys; print(sys.executable or "python3")')"
 python3() { "$PYTHON" "$@"; }
 # Steps and thresholds: numbers; steps increasing, in (0, 100], at most two decimals.
-python3 - "$STEPS" "$MIN_SUCCESS" "$MAX_P99_MS" <<'PY' || exit 2
-import sys
+python3 - "$STEPS" "$MIN_SUCCESS" "$MAX_P99_MS" "$SELECTOR" <<'PY' || exit 2
+import re, sys
 from decimal import Decimal, InvalidOperation
-steps, min_success, max_p99 = sys.argv[1:4]
+steps, min_success, max_p99, selector = sys.argv[1:5]
 def fail(msg):
     print("rollout: " + msg, file=sys.stderr)
     sys.exit(2)
@@ -141,11 +162,30 @@ for name, s in (("--min-success", min_success), ("--max-p99-ms", max_p99)):
         fail("%s: want a non-negative number, got '%s'" % (name, s))
 if Decimal(min_success) > 1:
     fail("--min-success: a ratio between 0 and 1, got '%s'" % min_success)
+# --selector: label matchers as PromQL writes them inside braces, loosely checked
+# (names, operators, quoting) so that a typo fails here, not as "no series" later.
+matcher = r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+if selector:
+    if not re.fullmatch(r"%s(,%s)*,?" % (matcher, matcher), selector):
+        fail("--selector: want label matchers like 'app=\"istio-ingressgateway\",namespace=\"istio-system\"', got '%s'" % selector)
+    for m in re.finditer(matcher, selector):
+        if m.group(1) in ("subset", "__name__"):
+            fail("--selector: '%s' is set by the script (--canary), not by a selector" % m.group(1))
 PY
 IFS=',' read -r -a STEP_LIST <<<"$STEPS"
 
-SUCCESS_QUERY="sum(rate(canary_responses{subset=\"$CANARY\",class!=\"5xx\"}[$WINDOW])) / sum(rate(canary_responses{subset=\"$CANARY\"}[$WINDOW]))"
-LATENCY_QUERY="histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{destination_version=\"$CANARY\"}[$WINDOW])) by (le))"
+# The queries, from the filter's series only. SEL: the --selector matchers, added
+# inside every selector's braces.
+SEL="${SELECTOR%,}"
+SEL_TAIL="${SEL:+,$SEL}"
+ALL_REQUESTS="canary_requests"
+[[ -z "$SEL" ]] || ALL_REQUESTS="canary_requests{$SEL}"
+SUCCESS_QUERY="sum(rate(canary_responses{subset=\"$CANARY\",class!=\"5xx\"$SEL_TAIL}[$WINDOW])) / sum(rate(canary_responses{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW]))"
+LATENCY_QUERY="histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])))"
+SHARE_QUERY="sum(rate(canary_requests{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])) / sum(rate($ALL_REQUESTS[$WINDOW]))"
+# Asked only when a metric has no value: does the series exist at all?
+SUCCESS_SERIES="canary_responses{subset=\"$CANARY\"$SEL_TAIL}"
+LATENCY_SERIES="canary_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}"
 
 # The current WasmPlugin, read once: patches rewrite only the subsets' weights.
 PLUGIN_JSON=""
@@ -237,62 +277,100 @@ rollback() {
   exit 3
 }
 
-# One instant query -> the response body, or nothing when Prometheus is unreachable
-# or answers an error.
-query() {
-  curl -sS -f --max-time 30 -G "$PROMETHEUS/api/v1/query" --data-urlencode "query=$1" || true
-}
+# One check: the three queries (and, for a metric without a value, whether its
+# series exist), then one tab-separated line:
+#   ok|bad|nodata <TAB> share ..., success ..., p99 ... <TAB> why (bad, nodata)
+# Prometheus unreachable or answering an error counts as no data.
+CHECK_PY="$(cat <<'PY'
+import json, math, sys, urllib.parse, urllib.request
+(prom, window, min_s, max_l, success_q, latency_q, share_q,
+ success_series, latency_series) = sys.argv[1:10]
 
-# Both bodies -> "nodata <success> <p99>" (an empty result, NaN or Inf, an error),
-# "ok <success> <p99>" or "bad <reason>".
-VERDICT_PY="$(cat <<'PY'
-import json, math, sys
-def value(body):
+def query(q):
+    """(value, None) for one finite sample; (None, why) otherwise."""
+    url = prom + "/api/v1/query?" + urllib.parse.urlencode({"query": q})
     try:
-        doc = json.loads(body)
-        res = doc["data"]["result"] if doc.get("status") == "success" else []
+        with urllib.request.urlopen(url, timeout=30) as r:
+            doc = json.load(r)
+    except Exception as e:  # unreachable, HTTP error, not JSON
+        return None, "query failed (%s: %s)" % (prom, e)
+    try:
+        if doc.get("status") != "success":
+            return None, "query failed (%s)" % doc.get("error", doc.get("status"))
+        res = doc["data"]["result"]
         if doc["data"].get("resultType") == "scalar":
             res = [{"value": res}]
         vals = [float(r["value"][1]) for r in res]
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None
-    vals = [v for v in vals if math.isfinite(v)]
-    return vals[0] if len(vals) == 1 else None
-s, l = value(sys.argv[1]), value(sys.argv[2])
-min_s, max_l = float(sys.argv[3]), float(sys.argv[4])
-fmt = lambda v: "nodata" if v is None else repr(v)
-if s is None or l is None:
-    print("nodata", fmt(s), fmt(l))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return None, "query failed (unexpected answer: %s)" % e
+    if not vals:
+        return None, "empty result"
+    if len(vals) > 1:
+        return None, "%d series where one was expected" % len(vals)
+    if not math.isfinite(vals[0]):
+        return None, "%s" % vals[0]
+    return vals[0], None
+
+def why_missing(series, why):
+    if why.startswith("query failed"):
+        return "%s: %s" % (series, why)
+    n, count_why = query("count(%s)" % series)
+    if n is None and count_why.startswith("query failed"):
+        return "%s: %s" % (series, count_why)
+    if not n:
+        return ("%s: no series (none in Prometheus for this subset: check the proxies' "
+                "stats config, stats_tags / extraStatTags and metrics_prefix, and the scrape)"
+                % series)
+    return "%s: no traffic (%d series, no responses in the last %s)" % (series, n, window)
+
+s, s_why = query(success_q)
+l, l_why = query(latency_q)
+share, _ = query(share_q)
+summary = "share %s, success %s, p99 %s" % (
+    "n/a" if share is None else "%.1f%%" % (100 * share),
+    "n/a" if s is None else "%.4f" % s,
+    "n/a" if l is None else "%.1f ms" % l,
+)
+missing = []
+if s is None:
+    missing.append("success rate: " + why_missing(success_series, s_why))
+if l is None:
+    missing.append("p99: " + why_missing(latency_series, l_why))
+if missing:
+    print("nodata\t%s\t%s" % (summary, "; ".join(missing)))
     sys.exit(0)
 bad = []
-if s < min_s:
-    bad.append("success rate %.4f < %s" % (s, sys.argv[3]))
-if l > max_l:
-    bad.append("p99 %.1f ms > %s ms" % (l, sys.argv[4]))
-print("bad " + "; ".join(bad) if bad else "ok %r %r" % (s, l))
+if s < float(min_s):
+    bad.append("success rate %.4f < %s" % (s, min_s))
+if l > float(max_l):
+    bad.append("p99 %.1f ms > %s ms" % (l, max_l))
+print("%s\t%s\t%s" % ("bad" if bad else "ok", summary, "; ".join(bad)))
 PY
 )"
 
 # Returns when the canary is healthy; rolls back (and exits) otherwise, including
-# when there is still no data after the retries.
+# when there is still no data after the retries. $1: the weight, $2: "step i/n".
 check_metrics() {
-  local attempt=0 verdict kind rest
+  local attempt=0 verdict kind summary why
   while :; do
-    verdict="$(python3 -c "$VERDICT_PY" "$(query "$SUCCESS_QUERY")" "$(query "$LATENCY_QUERY")" \
-      "$MIN_SUCCESS" "$MAX_P99_MS")"
-    kind="${verdict%% *}"
-    rest="${verdict#* }"
+    verdict="$(python3 -c "$CHECK_PY" "$PROMETHEUS" "$WINDOW" "$MIN_SUCCESS" "$MAX_P99_MS" \
+      "$SUCCESS_QUERY" "$LATENCY_QUERY" "$SHARE_QUERY" "$SUCCESS_SERIES" "$LATENCY_SERIES")" \
+      || verdict=$'nodata\tshare n/a, success n/a, p99 n/a\tthe check itself failed'
+    IFS=$'\t' read -r kind summary why <<<"$verdict"
     case "$kind" in
       ok)
-        log "$CANARY at $1%: success rate ${rest% *} >= $MIN_SUCCESS, p99 ${rest#* } ms <= $MAX_P99_MS ms"
+        log "$2 $CANARY=$1%: $summary: ok"
         return 0 ;;
-      bad) rollback "$CANARY at $1%: $rest" ;;
+      bad)
+        log "$2 $CANARY=$1%: $summary: bad ($why)"
+        rollback "$CANARY at $1%: $why" ;;
     esac
     if [[ $attempt -ge $RETRIES ]]; then
-      rollback "no data for $CANARY after $((RETRIES + 1)) tries (success rate, p99: $rest); failing safe"
+      log "$2 $CANARY=$1%: $summary: no data ($why)"
+      rollback "no data for $CANARY after $((RETRIES + 1)) tries ($why); failing safe"
     fi
     attempt=$((attempt + 1))
-    log "not enough traffic on $CANARY yet (success rate, p99: $rest); retry $attempt/$RETRIES in $RETRY_DELAY"
+    log "$2 $CANARY=$1%: $summary: no data ($why); retry $attempt/$RETRIES in $RETRY_DELAY"
     sleep "$RETRY_DELAY_S"
   done
 }
@@ -314,13 +392,15 @@ for i in "${!STEP_LIST[@]}"; do
   [[ $i -eq $last ]] && break
   if [[ $DRY_RUN -eq 1 ]]; then
     echo "# pause $PAUSE, then query $PROMETHEUS/api/v1/query (roll back below $MIN_SUCCESS or above $MAX_P99_MS ms):"
-    echo "#   $SUCCESS_QUERY"
-    echo "#   $LATENCY_QUERY"
+    echo "#   success rate: $SUCCESS_QUERY"
+    echo "#   p99 (ms):     $LATENCY_QUERY"
+    echo "#   share (shown): $SHARE_QUERY"
+    echo "#   a metric without a value: count($SUCCESS_SERIES) or count($LATENCY_SERIES) tells no series from no traffic"
     continue
   fi
   log "pausing $PAUSE"
   sleep "$PAUSE_S"
-  check_metrics "$w"
+  check_metrics "$w" "step $((i + 1))/${#STEP_LIST[@]}"
 done
 if [[ $DRY_RUN -eq 1 ]]; then
   echo "# rollback (on a bad metric, or no data after $RETRIES retries $RETRY_DELAY apart), exit 3:"

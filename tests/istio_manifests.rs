@@ -570,3 +570,102 @@ fn the_filter_stats_are_kept_and_labelled_for_prometheus() {
         assert_eq!(tags, labels);
     }
 }
+
+/// istio/flagger-metric-template.yaml: Flagger's CRDs are not among the schemas
+/// above (the file is not applied by the kustomization either), so its two
+/// MetricTemplates are parsed by the same validator (status "other": not an
+/// Istio kind) and checked here against the fields of Flagger's
+/// `flagger.app/v1beta1` MetricTemplate: success rate in percent and p99 in ms
+/// of the plugin's canary subset, from the filter's own series only.
+#[test]
+fn flagger_templates_query_the_filter_series_of_the_canary() {
+    let file = "flagger-metric-template.yaml";
+    let (ok, docs) = run_validator(&[istio_file(file)]);
+    assert!(ok, "istio/{file} does not parse: {docs:?}");
+    let canary: Vec<String> = plugin_subsets()
+        .into_iter()
+        .filter(|s| *s != plugin_default_subset())
+        .collect();
+    assert_eq!(
+        canary.len(),
+        1,
+        "one canary subset in the plugin: {canary:?}"
+    );
+    let canary = &canary[0];
+    let names: Vec<&str> = docs
+        .iter()
+        .map(|d| d.object["metadata"]["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        ["canary-router-success-rate", "canary-router-latency-p99"],
+        "istio/{file}: the two templates"
+    );
+    for d in docs {
+        let name = d.object["metadata"]["name"].as_str().unwrap_or("");
+        let what = format!("istio/{file} {name}");
+        assert_eq!(d.status, "other", "{what}: {:?}", d.error);
+        assert_eq!(d.api_version(), "flagger.app/v1beta1", "{what}: apiVersion");
+        assert_eq!(d.kind(), "MetricTemplate", "{what}: kind");
+        assert_eq!(
+            d.object["metadata"]["namespace"], "istio-system",
+            "{what}: metadata.namespace"
+        );
+        let spec = d.object["spec"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: spec is not a map"));
+        let keys: BTreeSet<&str> = spec.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["provider", "query"]),
+            "{what}: spec fields (Flagger: provider, query)"
+        );
+        let provider = spec["provider"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: spec.provider is not a map"));
+        for k in provider.keys() {
+            assert!(
+                ["type", "address", "secretRef", "insecureSkipVerify"].contains(&k.as_str()),
+                "{what}: spec.provider.{k} is not a Flagger provider field"
+            );
+        }
+        assert_eq!(provider["type"], "prometheus", "{what}: spec.provider.type");
+        let address = provider["address"].as_str().unwrap_or("");
+        assert!(
+            address.starts_with("http://") || address.starts_with("https://"),
+            "{what}: spec.provider.address {address:?}"
+        );
+        let query = spec["query"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: spec.query is not a string"));
+        let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            query.contains("[{{ interval }}]"),
+            "{what}: spec.query uses Flagger's {{{{ interval }}}}: {query}"
+        );
+        assert!(
+            !query.contains("istio_"),
+            "{what}: spec.query reads Istio's metrics, which plain Envoy does not export: {query}"
+        );
+        let want: &[String] = if name.ends_with("success-rate") {
+            &[
+                format!(
+                    r#"100 * sum(rate(canary_responses{{subset="{canary}", class!="5xx"}}[{{{{ interval }}}}]))"#
+                ),
+                format!(
+                    r#"/ sum(rate(canary_responses{{subset="{canary}"}}[{{{{ interval }}}}]))"#
+                ),
+            ]
+        } else {
+            &[format!(
+                r#"histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{{subset="{canary}"}}[{{{{ interval }}}}])))"#
+            )]
+        };
+        for part in want {
+            assert!(
+                query.contains(part.as_str()),
+                "{what}: spec.query lacks {part}: {query}"
+            );
+        }
+    }
+}

@@ -1,8 +1,11 @@
 //! `istio/rollout.sh` against a fake `kubectl` (a python3 script that logs its
 //! arguments and applies merge patches to a WasmPlugin kept in a file) and a fake
 //! Prometheus (a local HTTP server answering `/api/v1/query` per scenario): the
-//! patches it sends, in order; the rollback on a bad success rate, a bad p99 and
-//! missing data; `--dry-run` touching nothing.
+//! patches it sends, in order; the queries (the filter's own series, with
+//! `--selector` in every one); the one line per checked step; the rollback on a
+//! bad success rate, a bad p99 and missing data, saying which metric was missing
+//! and why (no series vs no traffic); `--dry-run` touching nothing.
+//! tests/rollout_live.rs runs the same script against a real Envoy and Prometheus.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -87,6 +90,30 @@ sys.exit(1)
 /// One value per query, in order (the last one repeats); `None` is an empty result.
 type Answers = Vec<Option<&'static str>>;
 
+/// What the fake Prometheus answers, per kind of query.
+#[derive(Clone)]
+struct Scenario {
+    success: Answers,
+    p99: Answers,
+    share: Answers,
+    /// `count(canary_responses{...})`: whether the success rate's series exist.
+    success_series: Answers,
+    /// `count(canary_response_duration_ms_bucket{...})`: the p99's.
+    latency_series: Answers,
+}
+
+impl Scenario {
+    fn new(success: Answers, p99: Answers) -> Scenario {
+        Scenario {
+            success,
+            p99,
+            share: vec![Some("0.1012")],
+            success_series: vec![Some("4")],
+            latency_series: vec![Some("20")],
+        }
+    }
+}
+
 struct FakePrometheus {
     url: String,
     /// Every query received, decoded.
@@ -117,15 +144,29 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Answers the success-rate query (it names `canary_responses`) from `success`
-/// and the latency query (`histogram_quantile`) from `p99`.
+/// Answers each query from the scenario's list for its kind, told apart by how
+/// it starts; anything else gets an empty result.
 fn fake_prometheus(success: Answers, p99: Answers) -> FakePrometheus {
+    fake_prometheus_with(Scenario::new(success, p99))
+}
+
+fn fake_prometheus_with(scenario: Scenario) -> FakePrometheus {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let queries = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&queries);
     thread::spawn(move || {
-        let (mut n_success, mut n_p99) = (0usize, 0usize);
+        let kinds: [(&str, &Answers); 5] = [
+            ("sum(rate(canary_responses{", &scenario.success),
+            ("histogram_quantile(0.99, ", &scenario.p99),
+            ("sum(rate(canary_requests{", &scenario.share),
+            ("count(canary_responses{", &scenario.success_series),
+            (
+                "count(canary_response_duration_ms_bucket{",
+                &scenario.latency_series,
+            ),
+        ];
+        let mut asked = [0usize; 5];
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -145,16 +186,14 @@ fn fake_prometheus(success: Answers, p99: Answers) -> FakePrometheus {
                 .map(percent_decode)
                 .unwrap_or_default();
             seen.lock().unwrap().push(query.clone());
-            let value = if path != "/api/v1/query" {
-                None
-            } else if query.contains("canary_responses") {
-                n_success += 1;
-                success[(n_success - 1).min(success.len() - 1)]
-            } else if query.contains("histogram_quantile") {
-                n_p99 += 1;
-                p99[(n_p99 - 1).min(p99.len() - 1)]
-            } else {
-                None
+            let kind = kinds.iter().position(|(start, _)| query.starts_with(start));
+            let value = match kind {
+                Some(k) if path == "/api/v1/query" => {
+                    asked[k] += 1;
+                    let answers = kinds[k].1;
+                    answers[(asked[k] - 1).min(answers.len() - 1)]
+                }
+                _ => None,
             };
             let result = match value {
                 Some(v) => format!(r#"[{{"metric":{{}},"value":[1767225600.123,"{v}"]}}]"#),
@@ -304,6 +343,20 @@ fn assert_rest_untouched(run: &Run) {
     }
 }
 
+const SUCCESS_QUERY: &str = r#"sum(rate(canary_responses{subset="v2",class!="5xx"}[1m])) / sum(rate(canary_responses{subset="v2"}[1m]))"#;
+const LATENCY_QUERY: &str = r#"histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{subset="v2"}[1m])))"#;
+const SHARE_QUERY: &str =
+    r#"sum(rate(canary_requests{subset="v2"}[1m])) / sum(rate(canary_requests[1m]))"#;
+
+/// The stderr lines of the checks (`rollout: step ...`).
+fn check_lines(run: &Run) -> Vec<String> {
+    run.stderr()
+        .lines()
+        .filter(|l| l.starts_with("rollout: step "))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn good() -> FakePrometheus {
     fake_prometheus(vec![Some("0.9987")], vec![Some("123.4")])
 }
@@ -337,16 +390,29 @@ fn promotes_through_every_step_with_weights_summing_to_100() {
         );
     }
     assert_rest_untouched(&run);
-    // Checked between the steps, not after the last: 2 checks x 2 queries.
+    // Checked between the steps, not after the last: 2 checks x 3 queries,
+    // all from the filter's own series.
     let queries = prom.queries.lock().unwrap().clone();
-    assert_eq!(queries.len(), 4, "{queries:?}");
     assert_eq!(
-        queries[0],
-        r#"sum(rate(canary_responses{subset="v2",class!="5xx"}[1m])) / sum(rate(canary_responses{subset="v2"}[1m]))"#
+        queries,
+        [
+            SUCCESS_QUERY,
+            LATENCY_QUERY,
+            SHARE_QUERY,
+            SUCCESS_QUERY,
+            LATENCY_QUERY,
+            SHARE_QUERY
+        ]
     );
+    // One line per checked step: weight, share, success rate, p99, verdict.
     assert_eq!(
-        queries[1],
-        r#"histogram_quantile(0.99, sum(rate(istio_request_duration_milliseconds_bucket{destination_version="v2"}[1m])) by (le))"#
+        check_lines(&run),
+        [
+            "rollout: step 1/3 v2=10%: share 10.1%, success 0.9987, p99 123.4 ms: ok",
+            "rollout: step 2/3 v2=50%: share 10.1%, success 0.9987, p99 123.4 ms: ok",
+        ],
+        "{}",
+        run.explain()
     );
     assert!(
         run.stderr().contains("promoted: v2 at 100%"),
@@ -394,6 +460,12 @@ fn rolls_back_on_a_bad_success_rate() {
         &[weights("90", "10"), weights("100", "0")],
         "success rate 0.9500 < 0.99",
     );
+    assert_eq!(
+        check_lines(&run),
+        ["rollout: step 1/3 v2=10%: share 10.1%, success 0.9500, p99 120.0 ms: bad (success rate 0.9500 < 0.99)"],
+        "{}",
+        run.explain()
+    );
     assert_rest_untouched(&run);
 }
 
@@ -405,6 +477,12 @@ fn rolls_back_on_a_bad_p99() {
         &run,
         &[weights("90", "10"), weights("100", "0")],
         "p99 812.5 ms > 500 ms",
+    );
+    assert_eq!(
+        check_lines(&run),
+        ["rollout: step 1/3 v2=10%: share 10.1%, success 1.0000, p99 812.5 ms: bad (p99 812.5 ms > 500 ms)"],
+        "{}",
+        run.explain()
     );
 }
 
@@ -436,7 +514,155 @@ fn no_data_fails_safe_after_the_retries() {
             &[weights("90", "10"), weights("100", "0")],
             "no data for v2 after 2 tries",
         );
-        assert_eq!(prom.queries.lock().unwrap().len(), 4);
+        // Per try: the three queries, and whether the success rate's series exist.
+        assert_eq!(
+            prom.queries.lock().unwrap().clone(),
+            [
+                SUCCESS_QUERY,
+                LATENCY_QUERY,
+                SHARE_QUERY,
+                r#"count(canary_responses{subset="v2"})"#
+            ]
+            .repeat(2)
+        );
+        let lines = check_lines(&run);
+        assert_eq!(lines.len(), 2, "{}", run.explain());
+        assert!(
+            lines[0].starts_with("rollout: step 1/3 v2=10%: share 10.1%, success n/a, p99 100.0 ms: no data (success rate: ")
+                && lines[0].ends_with("; retry 1/1 in 0"),
+            "{}",
+            run.explain()
+        );
+    }
+}
+
+#[test]
+fn missing_data_says_which_metric_and_why() {
+    // No series at all for the success rate (stats config or scrape), the
+    // latency's series there but no responses in the window.
+    let prom = fake_prometheus_with(Scenario {
+        success_series: vec![None],
+        latency_series: vec![Some("20")],
+        share: vec![None],
+        ..Scenario::new(vec![None], vec![Some("NaN")])
+    });
+    let run = rollout(&prom, &["--steps", "10,100", "--retries", "0"]);
+    assert_rolled_back(
+        &run,
+        &[weights("90", "10"), weights("100", "0")],
+        "no data for v2 after 1 tries",
+    );
+    let no_series = r#"success rate: canary_responses{subset="v2"}: no series (none in Prometheus for this subset: check"#;
+    let no_traffic = r#"p99: canary_response_duration_ms_bucket{subset="v2"}: no traffic (20 series, no responses in the last 1m)"#;
+    let lines = check_lines(&run);
+    assert_eq!(lines.len(), 1, "{}", run.explain());
+    assert!(
+        lines[0].starts_with(&format!(
+            "rollout: step 1/2 v2=10%: share n/a, success n/a, p99 n/a: no data ({no_series}"
+        )) && lines[0].contains(&format!("; {no_traffic})")),
+        "{}",
+        run.explain()
+    );
+    // The rollback line names both too.
+    let rollback = run
+        .stderr()
+        .lines()
+        .find(|l| l.starts_with("rollout: ROLLBACK: "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        rollback.contains(no_series) && rollback.contains(no_traffic),
+        "{}",
+        run.explain()
+    );
+    assert_eq!(
+        prom.queries.lock().unwrap()[3..],
+        [
+            r#"count(canary_responses{subset="v2"})"#,
+            r#"count(canary_response_duration_ms_bucket{subset="v2"})"#
+        ]
+    );
+
+    // Series there, traffic there for the p99 only: "no traffic" for the success rate.
+    let prom = fake_prometheus_with(Scenario {
+        success_series: vec![Some("4")],
+        ..Scenario::new(vec![Some("NaN")], vec![Some("3.5")])
+    });
+    let run = rollout(&prom, &["--steps", "10,100", "--retries", "0"]);
+    assert_eq!(run.code(), 3, "{}", run.explain());
+    assert!(
+        run.stderr().contains(r#"success rate: canary_responses{subset="v2"}: no traffic (4 series, no responses in the last 1m)"#)
+            && !run.stderr().contains("no series"),
+        "{}",
+        run.explain()
+    );
+}
+
+#[test]
+fn selector_goes_into_every_query() {
+    let sel = r#"app="istio-ingressgateway",namespace=~"istio-.*""#;
+    // No data at first, so the series checks run too.
+    let prom = fake_prometheus_with(Scenario {
+        latency_series: vec![None],
+        ..Scenario::new(vec![None, Some("0.999")], vec![None, Some("80")])
+    });
+    let run = rollout(
+        &prom,
+        &["--steps", "10,100", "--retries", "1", "--selector", sel],
+    );
+    assert_eq!(run.code(), 0, "{}", run.explain());
+    let queries = prom.queries.lock().unwrap().clone();
+    let success = format!(
+        r#"sum(rate(canary_responses{{subset="v2",class!="5xx",{sel}}}[1m])) / sum(rate(canary_responses{{subset="v2",{sel}}}[1m]))"#
+    );
+    let latency = format!(
+        r#"histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{{subset="v2",{sel}}}[1m])))"#
+    );
+    let share = format!(
+        r#"sum(rate(canary_requests{{subset="v2",{sel}}}[1m])) / sum(rate(canary_requests{{{sel}}}[1m]))"#
+    );
+    // The first try has no data: both series checks; the second has all.
+    assert_eq!(
+        queries,
+        [
+            success.clone(),
+            latency.clone(),
+            share.clone(),
+            format!(r#"count(canary_responses{{subset="v2",{sel}}})"#),
+            format!(r#"count(canary_response_duration_ms_bucket{{subset="v2",{sel}}})"#),
+            success,
+            latency,
+            share,
+        ]
+    );
+    // Every selector of every query carries it.
+    for q in &queries {
+        for selector in q.split('{').skip(1) {
+            assert!(selector.contains(sel), "{selector:?} in {q}");
+        }
+    }
+    assert!(
+        run.stderr().contains(&format!(
+            "p99: canary_response_duration_ms_bucket{{subset=\"v2\",{sel}}}: no series"
+        )),
+        "{}",
+        run.explain()
+    );
+    // And in the dry run's printout.
+    let run = rollout(&prom, &["--dry-run", "--selector", sel]);
+    assert_eq!(run.code(), 0, "{}", run.explain());
+    let printed: Vec<&str> = run
+        .out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .filter(|l| l.starts_with("#   "))
+        .collect();
+    assert!(!printed.is_empty(), "{}", run.explain());
+    for line in printed {
+        for selector in line.split('{').skip(1) {
+            assert!(selector.contains(sel), "{selector:?} in {line}");
+        }
     }
 }
 
@@ -470,6 +696,14 @@ fn an_unreachable_prometheus_fails_safe() {
     let run = rollout(&prom, &["--steps", "10,100", "--retries", "0"]);
     assert_eq!(run.code(), 3, "{}", run.explain());
     assert_eq!(run.patches(), [weights("90", "10"), weights("100", "0")]);
+    assert!(
+        run.stderr().contains(&format!(
+            r#"success rate: canary_responses{{subset="v2"}}: query failed ({}: "#,
+            prom.url
+        )),
+        "{}",
+        run.explain()
+    );
 }
 
 #[test]
@@ -499,11 +733,9 @@ fn dry_run_prints_patches_and_queries_and_touches_nothing() {
         );
     }
     assert!(out.contains("patch wasmplugin canary-router -n istio-system --type merge -p"));
-    assert!(
-        out.contains(r#"canary_responses{subset="v2",class!="5xx"}[1m]"#),
-        "{out}"
-    );
-    assert!(out.contains("histogram_quantile(0.99"), "{out}");
+    for q in [SUCCESS_QUERY, LATENCY_QUERY, SHARE_QUERY] {
+        assert!(out.contains(q), "{q} not printed:\n{out}");
+    }
 }
 
 #[test]
@@ -515,6 +747,9 @@ fn usage_errors_exit_2_before_touching_the_cluster() {
         &["--pause", "five"],
         &["--canary", "v1"],
         &["--frobnicate", "1"],
+        &["--selector", "app=gateway"],
+        &["--selector", r#"app="gw"}"#],
+        &["--selector", r#"subset="v1""#],
     ] {
         let run = rollout(&prom, bad);
         assert_eq!(run.code(), 2, "{bad:?}: {}", run.explain());
