@@ -13,6 +13,7 @@ pub mod claims;
 pub mod config;
 pub mod cookie;
 pub mod decide;
+pub mod filter;
 pub mod hash;
 pub mod header_map;
 pub mod json;

@@ -1,15 +1,14 @@
-//! The per-request context: adapt the request, decide, write the header, count.
+//! One request: read it, decide, write the routing header, count; then count
+//! the response, feed the brake, set the pin cookie and the decision header.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use log::warn;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
 
-use super::metrics::increment;
-use super::Active;
+use super::metric_ids::increment;
+use super::root::Active;
+use super::{ns_to_ms, Host};
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide_with, Decision, Entropy};
@@ -19,94 +18,92 @@ use crate::request::{ClaimSource, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
 use crate::router::Mode;
 
-const JWT_AUTHN_METADATA: &str = "envoy.filters.http.jwt_authn";
-
-pub(crate) struct CanaryHttp {
+pub struct FilterStream {
     active: Option<Rc<Active>>,
     rng: Rc<RefCell<SplitMix64>>,
     /// This request's decision, for the response side (counters, pin, header).
     decision: Option<Decision>,
-    /// When the request reached the filter, in host nanoseconds (enforce mode
+    /// When the request reached the filter, host nanoseconds (enforce mode
     /// only): the latency histogram and the brake's p99 limit.
     started_ns: Option<u64>,
 }
 
-impl CanaryHttp {
-    pub fn new(active: Option<Rc<Active>>, rng: Rc<RefCell<SplitMix64>>) -> CanaryHttp {
-        CanaryHttp {
+/// Keyless draws from the instance's generator; pin ids from the host's
+/// entropy, so ids cannot be predicted from one another.
+struct HostEntropy<'a, H: Host> {
+    rng: &'a RefCell<SplitMix64>,
+    host: &'a H,
+}
+
+impl<H: Host> Entropy for HostEntropy<'_, H> {
+    fn next_u64(&mut self) -> u64 {
+        self.rng.borrow_mut().next_u64()
+    }
+
+    fn pin_bits(&mut self) -> [u8; 16] {
+        let mut bits = [0u8; 16];
+        if self.host.random_bytes(&mut bits).is_err() {
+            bits = Entropy::pin_bits(&mut *self.rng.borrow_mut());
+        }
+        bits
+    }
+}
+
+/// Verified claims: jwt_authn's metadata, read from the host when a rule or key
+/// needs them.
+struct HostClaims<'a, H: Host>(&'a H);
+
+impl<H: Host> ClaimSource for HostClaims<'_, H> {
+    fn verified_payload(&self, metadata_key: &str) -> Lookup<Payload> {
+        let bytes = self
+            .0
+            .verified_payload(metadata_key)
+            .map_err(|_| LookupError)?;
+        Ok(bytes.map(Payload::Envoy))
+    }
+}
+
+impl FilterStream {
+    pub(crate) fn new(active: Option<Rc<Active>>, rng: Rc<RefCell<SplitMix64>>) -> FilterStream {
+        FilterStream {
             active,
             rng,
             decision: None,
             started_ns: None,
         }
     }
-}
 
-/// Keyless draws from the VM's generator; pin ids from the host's entropy
-/// (WASI `random_get`), so ids cannot be predicted from one another.
-struct HostEntropy<'a>(&'a RefCell<SplitMix64>);
-
-impl Entropy for HostEntropy<'_> {
-    fn next_u64(&mut self) -> u64 {
-        self.0.borrow_mut().next_u64()
-    }
-
-    fn pin_bits(&mut self) -> [u8; 16] {
-        let mut bits = [0u8; 16];
-        if getrandom::fill(&mut bits).is_err() {
-            bits = Entropy::pin_bits(&mut *self.0.borrow_mut());
-        }
-        bits
-    }
-}
-
-/// Verified claims: jwt_authn's metadata, read with `get_property`.
-struct HostClaims;
-
-impl ClaimSource for HostClaims {
-    fn verified_payload(&self, metadata_key: &str) -> Lookup<Payload> {
-        let path = vec![
-            "metadata",
-            "filter_metadata",
-            JWT_AUTHN_METADATA,
-            metadata_key,
-        ];
-        let bytes = hostcalls::get_property(path).map_err(|_| LookupError)?;
-        Ok(bytes.map(Payload::Envoy))
-    }
-}
-
-fn request_headers() -> Result<Vec<u8>, LookupError> {
-    super::raw::header_map_bytes(MapType::HttpRequestHeaders).map_err(|_| LookupError)
-}
-
-impl Context for CanaryHttp {}
-
-impl HttpContext for CanaryHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// The request headers arrived: decide and write the routing header.
+    pub fn on_request_headers(&mut self, host: &impl Host) {
         let Some(active) = self.active.clone() else {
             // No configuration was ever accepted (Envoy normally refuses the plugin
             // then): still make sure a client cannot pick the subset.
-            let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, DEFAULT_HEADER);
-            return Action::Continue;
+            let _ = host.remove_request_header(DEFAULT_HEADER);
+            return;
         };
         let router = &active.router;
         // The request borrows the host's buffer: it lives until the decision is made.
-        let headers = request_headers();
+        let headers = host.request_header_pairs();
         let request = Request::from_pairs(
             &router.slots,
             &router.jwt,
-            HostClaims,
-            headers.as_deref().map(SerializedPairs::new).map_err(|&e| e),
+            HostClaims(host),
+            headers
+                .as_deref()
+                .map(SerializedPairs::new)
+                .map_err(|_| LookupError),
         );
         let mut decision = decide_with(
             router,
             &active.split.borrow(),
             &request,
-            &mut HostEntropy(&self.rng),
+            &mut HostEntropy {
+                rng: &self.rng,
+                host,
+            },
         );
         if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
-            if state.tripped.get() {
+            if decision.subset == brake.subset && state.is_tripped(host) {
                 decision.brake(router, brake.subset, brake.stop_rules);
             }
         }
@@ -115,25 +112,22 @@ impl HttpContext for CanaryHttp {
             Mode::Enforce => {
                 // Replacing the header drops every client-sent copy of it.
                 let subset = router.subset_name(decision.subset);
-                if let Err(status) = hostcalls::set_map_value(
-                    MapType::HttpRequestHeaders,
-                    &router.header,
-                    Some(subset),
-                ) {
-                    warn!(
-                        "canary-router: cannot set {}: host status {status:?}",
-                        router.header
-                    );
-                    let _ =
-                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
+                if let Err(status) = host.set_request_header(&router.header, subset) {
+                    warn!("canary-router: cannot set {}: {status}", router.header);
+                    // At least no client-sent copy reaches the route table.
+                    let _ = host.remove_request_header(&router.header);
                 }
-                increment(active.metrics.request(decision.subset, decision.reason));
-                self.started_ns = Some(super::now_ns());
+                increment(
+                    host,
+                    active.metrics.request(decision.subset, decision.reason),
+                );
+                self.started_ns = host.now_ns().ok();
             }
             Mode::Shadow => {
                 // The route table decides; a client still cannot pick the subset.
-                let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, &router.header);
+                let _ = host.remove_request_header(&router.header);
                 increment(
+                    host,
                     active
                         .metrics
                         .shadow_request(decision.subset, decision.reason),
@@ -149,35 +143,39 @@ impl HttpContext for CanaryHttp {
         // call has to come back.
 
         if let Some(rule) = decision.rule {
-            increment(active.metrics.rule_match(rule));
+            increment(host, active.metrics.rule_match(rule));
         }
         self.decision = Some(decision);
-        Action::Continue
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    /// The response headers arrived: count, time, feed the brake, add the pin
+    /// cookie and the decision header.
+    pub fn on_response_headers(&mut self, host: &impl Host) {
         let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
-            return Action::Continue;
+            return;
         };
         let router = &active.router;
         if router.mode == Mode::Enforce {
-            let status = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
-            if let Ok(Some(status)) = status {
+            if let Ok(Some(status)) = host.response_status() {
                 if let Some(class) = ResponseClass::from_status(&status) {
-                    increment(active.metrics.response(decision.subset, class));
-                    let now_ns = super::now_ns();
+                    increment(host, active.metrics.response(decision.subset, class));
+                    let now_ns = host.now_ns().ok();
                     let latency_ms = self
                         .started_ns
-                        .map(|t| now_ns.saturating_sub(t) / 1_000_000);
+                        .zip(now_ns)
+                        .map(|(start, now)| now.saturating_sub(start) / 1_000_000);
                     if let Some(ms) = latency_ms {
-                        active.metrics.record_duration(decision.subset, ms);
+                        active.metrics.record_duration(host, decision.subset, ms);
                     }
-                    if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
+                    if let (Some(brake), Some(state), Some(now_ns)) =
+                        (&router.brake, &active.brake, now_ns)
+                    {
                         if decision.subset == brake.subset && !decision.braked {
                             state.record(
+                                host,
                                 brake,
                                 router.subset_name(brake.subset),
-                                super::ns_to_ms(now_ns),
+                                ns_to_ms(now_ns),
                                 class == ResponseClass::ServerError,
                                 latency_ms.filter(|_| brake.max_p99_ms.is_some()),
                             );
@@ -187,20 +185,11 @@ impl HttpContext for CanaryHttp {
             }
             if let (Some(pin), Some(id)) = (&router.pin, &decision.new_pin) {
                 // Added, not set: the upstream's own Set-Cookie headers stay.
-                let _ = hostcalls::add_map_value(
-                    MapType::HttpResponseHeaders,
-                    "set-cookie",
-                    &pin.set_cookie(id),
-                );
+                let _ = host.add_response_header("set-cookie", &pin.set_cookie(id));
             }
         }
         if let Some(header) = &router.decision_header {
-            let _ = hostcalls::set_map_value(
-                MapType::HttpResponseHeaders,
-                header,
-                Some(&decision.describe(router)),
-            );
+            let _ = host.set_response_header(header, &decision.describe(router));
         }
-        Action::Continue
     }
 }

@@ -1,0 +1,410 @@
+//! The filter against a test double of the host that fails each host call in
+//! turn, with every status: the filter must fall back or go on, never panic,
+//! and never leave a client-sent routing header in place when it could remove it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::header_map::serialize;
+use crate::rng::SplitMix64;
+
+/// Statuses a host may answer with: every one the ABI defines but Ok, and one
+/// no version defines.
+const STATUSES: [u32; 9] = [1, 2, 3, 4, 6, 7, 8, 10, 99];
+
+#[derive(Default)]
+struct FakeHost {
+    /// Every call, in order.
+    calls: RefCell<Vec<&'static str>>,
+    /// Fail the call with this index (0-based, over all calls) with this status.
+    fail: Option<(usize, u32)>,
+    config: Vec<u8>,
+    request_headers: RefCell<Vec<(String, String)>>,
+    response_status: RefCell<Option<String>>,
+    response_headers: RefCell<Vec<(String, String)>>,
+    /// Metric names by id, and values.
+    metrics: RefCell<Vec<(String, MetricKind, u64)>>,
+    shared: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
+    clock_ns: Cell<u64>,
+}
+
+impl FakeHost {
+    fn new(config: &str) -> FakeHost {
+        FakeHost {
+            config: config.as_bytes().to_vec(),
+            clock_ns: Cell::new(1_700_000_000_000_000_000),
+            ..FakeHost::default()
+        }
+    }
+
+    fn enter(&self, call: &'static str) -> HostResult<()> {
+        let mut calls = self.calls.borrow_mut();
+        let n = calls.len();
+        calls.push(call);
+        match self.fail {
+            Some((at, status)) if at == n => Err(HostError(status)),
+            _ => Ok(()),
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Vec<String> {
+        self.request_headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        self.metrics
+            .borrow()
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or(0, |(_, _, v)| *v)
+    }
+}
+
+impl Host for FakeHost {
+    fn request_header_pairs(&self) -> HostResult<Vec<u8>> {
+        self.enter("request_header_pairs")?;
+        let headers = self.request_headers.borrow();
+        Ok(serialize(
+            headers
+                .iter()
+                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn verified_payload(&self, _key: &str) -> HostResult<Option<Vec<u8>>> {
+        self.enter("verified_payload")?;
+        Ok(None)
+    }
+
+    fn set_request_header(&self, name: &str, value: &str) -> HostResult<()> {
+        self.enter("set_request_header")?;
+        let mut headers = self.request_headers.borrow_mut();
+        headers.retain(|(k, _)| k != name);
+        headers.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn remove_request_header(&self, name: &str) -> HostResult<()> {
+        self.enter("remove_request_header")?;
+        self.request_headers.borrow_mut().retain(|(k, _)| k != name);
+        Ok(())
+    }
+
+    fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
+        self.enter("response_status")?;
+        Ok(self
+            .response_status
+            .borrow()
+            .clone()
+            .map(String::into_bytes))
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) -> HostResult<()> {
+        self.enter("add_response_header")?;
+        self.response_headers
+            .borrow_mut()
+            .push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) -> HostResult<()> {
+        self.enter("set_response_header")?;
+        let mut headers = self.response_headers.borrow_mut();
+        headers.retain(|(k, _)| k != name);
+        headers.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn now_ns(&self) -> HostResult<u64> {
+        self.enter("now_ns")?;
+        let t = self.clock_ns.get() + 1_000_000;
+        self.clock_ns.set(t);
+        Ok(t)
+    }
+
+    fn random_bytes(&self, out: &mut [u8]) -> HostResult<()> {
+        self.enter("random_bytes")?;
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = i as u8 ^ 0x5a;
+        }
+        Ok(())
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> HostResult<u32> {
+        self.enter("define_metric")?;
+        let mut metrics = self.metrics.borrow_mut();
+        if let Some(i) = metrics.iter().position(|(n, _, _)| n == name) {
+            return Ok(i as u32);
+        }
+        metrics.push((name.to_owned(), kind, 0));
+        Ok(metrics.len() as u32 - 1)
+    }
+
+    fn increment_metric(&self, id: u32, by: i64) -> HostResult<()> {
+        self.enter("increment_metric")?;
+        let mut metrics = self.metrics.borrow_mut();
+        let m = metrics.get_mut(id as usize).ok_or(HostError::NOT_FOUND)?;
+        m.2 = m.2.wrapping_add(by as u64);
+        Ok(())
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> HostResult<()> {
+        self.enter("record_metric")?;
+        let mut metrics = self.metrics.borrow_mut();
+        let m = metrics.get_mut(id as usize).ok_or(HostError::NOT_FOUND)?;
+        m.2 = value;
+        Ok(())
+    }
+
+    fn get_metric(&self, id: u32) -> HostResult<u64> {
+        self.enter("get_metric")?;
+        let metrics = self.metrics.borrow();
+        metrics
+            .get(id as usize)
+            .map(|m| m.2)
+            .ok_or(HostError::NOT_FOUND)
+    }
+
+    fn get_shared_data(&self, key: &str) -> HostResult<(Option<Vec<u8>>, Option<u32>)> {
+        self.enter("get_shared_data")?;
+        Ok(match self.shared.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>) -> HostResult<()> {
+        self.enter("set_shared_data")?;
+        let mut shared = self.shared.borrow_mut();
+        let current = shared.get(key).map_or(0, |(_, c)| *c);
+        if cas.is_some_and(|c| c != current) {
+            return Err(HostError::CAS_MISMATCH);
+        }
+        shared.insert(key.to_owned(), (value.to_vec(), current + 1));
+        Ok(())
+    }
+
+    fn plugin_configuration(&self) -> HostResult<Vec<u8>> {
+        self.enter("plugin_configuration")?;
+        Ok(self.config.clone())
+    }
+
+    fn set_tick_period_ms(&self, _ms: u32) -> HostResult<()> {
+        self.enter("set_tick_period_ms")
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(65_536)
+    }
+}
+
+/// Every feature that makes host calls: rules, sticky keys, a pin cookie, the
+/// decision header, a ramp and a brake.
+const CONFIG: &str = r#"{
+  "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+  "sticky": {"keys": [{"jwt_claim": "sub"}, {"header": "x-user-id"}], "seed": "s",
+             "pin_cookie": {"name": "canary_pin"}},
+  "decision_header": "x-canary-decision",
+  "rules": [{"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}}],
+  "ramp": {"subset": "v2", "start": "2020-01-01T00:00:00Z",
+           "steps": [{"weight": 10, "hold": "1h"}, {"weight": 100}]},
+  "brake": {"subset": "v2", "max_error_rate": 0.05, "window": "10s", "min_requests": 1}
+}"#;
+
+/// What a proxy does with one instance: configure, tick, one request with a
+/// client-sent routing header, its 503 response (which trips the brake), a
+/// second request and response.
+fn scenario(host: &FakeHost) -> FilterRoot {
+    let mut root = FilterRoot::new(SplitMix64::new(7));
+    root.configure(host);
+    root.tick(host);
+    // A keyed request, then a keyless one (it gets a pin cookie).
+    for user in ["u1", ""] {
+        let mut headers = vec![
+            (":path".to_string(), "/".to_string()),
+            ("x-canary-subset".to_string(), "forged".to_string()),
+        ];
+        if !user.is_empty() {
+            headers.push(("x-user-id".into(), user.into()));
+        }
+        *host.request_headers.borrow_mut() = headers;
+        let mut stream = root.stream();
+        stream.on_request_headers(host);
+        // The client's copy never reaches the route table: replaced, or removed
+        // when the write fails (one call fails per run here).
+        let routed = host.request_header("x-canary-subset");
+        assert!(
+            routed.len() <= 1 && !routed.contains(&"forged".to_string()),
+            "routing header after the request: {routed:?}, calls {:?}",
+            host.calls.borrow()
+        );
+        stream.on_response_headers(host);
+    }
+    root.tick(host);
+    root
+}
+
+#[test]
+fn with_a_healthy_host_the_scenario_routes_counts_and_trips() {
+    let host = FakeHost::new(CONFIG);
+    *host.response_status.borrow_mut() = Some("503".into());
+    let root = scenario(&host);
+    assert!(root.is_configured());
+    assert_eq!(
+        host.metric("canary.subset=.=v2;.;brake_trips"),
+        1,
+        "the 503s of v2 tripped the brake"
+    );
+    let counted: u64 = ["v1", "v2"]
+        .iter()
+        .flat_map(|s| ["hash", "random"].map(|r| (s, r)))
+        .map(|(s, r)| host.metric(&format!("canary.subset=.={s};.;reason=.={r};.;requests")))
+        .sum();
+    assert_eq!(counted, 2);
+    assert!(host
+        .response_headers
+        .borrow()
+        .iter()
+        .any(|(k, v)| k == "set-cookie" && v.starts_with("canary_pin=")));
+}
+
+#[test]
+fn every_host_call_may_fail_with_every_status_and_nothing_panics() {
+    // How many calls the scenario makes when nothing fails.
+    let clean = FakeHost::new(CONFIG);
+    *clean.response_status.borrow_mut() = Some("503".into());
+    scenario(&clean);
+    let total = clean.calls.borrow().len();
+    let kinds: std::collections::BTreeSet<&str> = clean.calls.borrow().iter().copied().collect();
+    assert!(
+        total > 40,
+        "the scenario exercises the filter: {total} calls"
+    );
+    for kind in [
+        "plugin_configuration",
+        "define_metric",
+        "get_shared_data",
+        "set_shared_data",
+        "set_tick_period_ms",
+        "request_header_pairs",
+        "set_request_header",
+        "increment_metric",
+        "record_metric",
+        "get_metric",
+        "now_ns",
+        "response_status",
+        "add_response_header",
+        "set_response_header",
+        "random_bytes",
+    ] {
+        assert!(kinds.contains(kind), "the scenario calls {kind}: {kinds:?}");
+    }
+    eprintln!(
+        "{total} host calls, each failed with {} statuses",
+        STATUSES.len()
+    );
+    let mut runs = 0;
+    for at in 0..total {
+        for status in STATUSES {
+            let mut host = FakeHost::new(CONFIG);
+            *host.response_status.borrow_mut() = Some("503".into());
+            host.fail = Some((at, status));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                scenario(&host);
+            }));
+            let failed = clean.calls.borrow()[at];
+            assert!(
+                outcome.is_ok(),
+                "call {at} ({failed}) failing with status {status} panicked"
+            );
+            runs += 1;
+        }
+    }
+    assert_eq!(runs, total * STATUSES.len());
+}
+
+#[test]
+fn a_refused_configuration_read_keeps_the_previous_one() {
+    let host = FakeHost::new(CONFIG);
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&host));
+    let mut failing = FakeHost::new(CONFIG);
+    let read = host
+        .calls
+        .borrow()
+        .iter()
+        .position(|c| *c == "plugin_configuration")
+        .unwrap();
+    failing.fail = Some((read, 10));
+    assert!(!root.configure(&failing), "a failed read is a refusal");
+    assert!(
+        root.is_configured(),
+        "the previous configuration still serves"
+    );
+    let broken = FakeHost::new("{\"subsets\": []}");
+    assert!(!root.configure(&broken));
+    assert!(root.is_configured());
+}
+
+#[test]
+fn a_failed_header_write_removes_the_client_copy() {
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&FakeHost::new(CONFIG)));
+    let client = vec![("x-canary-subset".to_string(), "v2".to_string())];
+    // Where the write comes in the request's calls.
+    let probe = FakeHost::new(CONFIG);
+    *probe.request_headers.borrow_mut() = client.clone();
+    root.stream().on_request_headers(&probe);
+    let at = probe
+        .calls
+        .borrow()
+        .iter()
+        .position(|c| *c == "set_request_header")
+        .unwrap();
+    let mut host = FakeHost::new(CONFIG);
+    *host.request_headers.borrow_mut() = client;
+    host.fail = Some((at, 2));
+    root.stream().on_request_headers(&host);
+    assert!(host.calls.borrow().contains(&"remove_request_header"));
+    assert!(host.request_header("x-canary-subset").is_empty());
+}
+
+/// The brake holds on every instance from the moment one trips it, not from
+/// each one's next tick.
+#[test]
+fn a_trip_by_one_worker_holds_on_another_at_once() {
+    // Two workers of one proxy: shared data and metrics are the proxy's.
+    let host = FakeHost::new(
+        r#"{"subsets": [{"name": "v1", "weight": 0}, {"name": "v2", "weight": 100}],
+            "brake": {"subset": "v2", "max_error_rate": 0.05, "window": "10s", "min_requests": 1}}"#,
+    );
+    let mut a = FilterRoot::new(SplitMix64::new(1));
+    let mut b = FilterRoot::new(SplitMix64::new(2));
+    assert!(a.configure(&host) && b.configure(&host));
+    let route = |root: &FilterRoot, status: &str| -> String {
+        *host.response_status.borrow_mut() = Some(status.to_string());
+        let mut s = root.stream();
+        s.on_request_headers(&host);
+        let routed = host.request_header("x-canary-subset");
+        s.on_response_headers(&host);
+        routed.join(",")
+    };
+    assert_eq!(route(&b, "200"), "v2");
+    // Worker a sees a 503 of v2: the shared window trips.
+    assert_eq!(route(&a, "503"), "v2");
+    assert_eq!(host.metric("canary.subset=.=v2;.;brake_trips"), 1);
+    // Worker b has not ticked: its next request already goes to v1.
+    assert_eq!(route(&b, "200"), "v1");
+    b.tick(&host);
+    a.tick(&host);
+    assert_eq!(route(&a, "200"), "v1");
+    assert_eq!(route(&b, "200"), "v1");
+}
