@@ -151,8 +151,9 @@ fn a_failing_canary_is_braked_a_healthy_one_never_and_config_resets() {
         if served > 20 {
             break;
         }
+        // ECDS applies within a second or so; the limit only ends a hung test.
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            t0.elapsed() < Duration::from_secs(30),
             "brake not reset by the new config"
         );
     }

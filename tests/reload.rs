@@ -134,8 +134,9 @@ fn weights_change_under_load_bad_configs_are_refused_counters_stay_exact() {
         let t0 = Instant::now();
         while !probe(&mut probes, &expected(v2), &sent) {
             assert!(
-                t0.elapsed() < Duration::from_secs(2),
-                "weight {v2} not in effect after 2 s"
+                // Typically 0.1-0.3 s; the margin is for a loaded 2-core machine.
+                t0.elapsed() < Duration::from_secs(5),
+                "weight {v2} not in effect after 5 s"
             );
         }
         timings.push((v2, t0.elapsed()));
