@@ -7,17 +7,10 @@
 //! route, so the listener's `local_reply_config` adds `x-served-by: v2` to those
 //! replies: a test still sees which upstream answered.
 
-use std::fs;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use super::{
-    build_backends_config, build_main_config, envoy_bin, free_ports, is_port_clash, repo_root,
-    temp_dir, Envoy, Opts, Outcome, Ports, STARTUP_TIMEOUT,
-};
+use super::{build_backends_config, Envoy, Opts, Ports};
 
 /// What the v2 upstream does wrong.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum V2Fault {
     /// Nothing: the shipped backends.
     None,
@@ -83,65 +76,6 @@ fn line_indent(text: &str, at: usize) -> String {
 impl Envoy {
     /// [`Envoy::start`], with the v2 upstream misbehaving as `fault` says.
     pub fn start_with_v2_fault(plugin_config: &str, opts: Opts, fault: V2Fault) -> Envoy {
-        let mut envoy = Envoy {
-            child: None,
-            dir: temp_dir(),
-            ports: free_ports(),
-            plugin_config: plugin_config.to_string(),
-            opts,
-            log_path: PathBuf::new(),
-            client: None,
-            starts: 0,
-        };
-        for _attempt in 0..5 {
-            envoy.starts += 1;
-            let main = build_main_config(&envoy.plugin_config, &envoy.opts, envoy.ports);
-            let backends = backends_with_fault(envoy.ports, fault);
-            let main_path = envoy.dir.join(format!("envoy-{}.yaml", envoy.starts));
-            fs::write(&main_path, main).unwrap();
-            envoy.log_path = envoy.dir.join(format!("envoy-{}.log", envoy.starts));
-            let log = fs::File::create(&envoy.log_path).unwrap();
-            let child = Command::new(envoy_bin())
-                .current_dir(repo_root())
-                .arg("-c")
-                .arg(&main_path)
-                .arg("--config-yaml")
-                .arg(&backends)
-                .arg("--concurrency")
-                .arg(envoy.opts.concurrency.to_string())
-                .arg("--disable-hot-restart")
-                .args([
-                    "--service-node",
-                    "canary-router-test",
-                    "--service-cluster",
-                    "canary-router-test",
-                ])
-                .arg("--log-level")
-                .arg("info")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {}: {e}", envoy_bin().display()));
-            envoy.child = Some(child);
-            match envoy.wait_outcome(STARTUP_TIMEOUT) {
-                Outcome::Ready => return envoy,
-                Outcome::Timeout => panic!(
-                    "Envoy (v2 fault {fault:?}) not ready within {STARTUP_TIMEOUT:?}; log tail:\n{}\nbackends:\n{backends}",
-                    envoy.log_tail(60)
-                ),
-                Outcome::Exited(status) => {
-                    if is_port_clash(&envoy.log()) {
-                        envoy.ports = free_ports();
-                        continue;
-                    }
-                    panic!(
-                        "Envoy (v2 fault {fault:?}) exited ({status}) before becoming ready; log tail:\n{}\nbackends:\n{backends}",
-                        envoy.log_tail(60)
-                    );
-                }
-            }
-        }
-        panic!("could not get free ports for Envoy in 5 attempts");
+        Envoy::start(plugin_config, opts.v2_fault(fault))
     }
 }

@@ -121,6 +121,8 @@ pub struct Opts {
     /// Replace envoy.yaml's whole `stats_config` (between the BEGIN/END
     /// stats_config markers) with this YAML block, e.g. the one Istio generates.
     pub stats_config: Option<String>,
+    /// Make the v2 upstream misbehave ([`faults::V2Fault`]).
+    pub v2_fault: faults::V2Fault,
 }
 
 impl Default for Opts {
@@ -132,6 +134,7 @@ impl Default for Opts {
             with_early_strip: true,
             ecds_dir: None,
             stats_config: None,
+            v2_fault: faults::V2Fault::None,
         }
     }
 }
@@ -155,6 +158,10 @@ impl Opts {
     }
     pub fn ecds(mut self, dir: PathBuf) -> Self {
         self.ecds_dir = Some(dir);
+        self
+    }
+    pub fn v2_fault(mut self, fault: faults::V2Fault) -> Self {
+        self.v2_fault = fault;
         self
     }
     pub fn stats_config(mut self, yaml: String) -> Self {
@@ -595,7 +602,7 @@ impl Envoy {
     fn spawn(&mut self) {
         self.starts += 1;
         let main = build_main_config(&self.plugin_config, &self.opts, self.ports);
-        let backends = build_backends_config(self.ports);
+        let backends = faults::backends_with_fault(self.ports, self.opts.v2_fault);
         let main_path = self.dir.join(format!("envoy-{}.yaml", self.starts));
         fs::write(&main_path, main).unwrap();
         self.log_path = self.dir.join(format!("envoy-{}.log", self.starts));
