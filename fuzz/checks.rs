@@ -1265,19 +1265,38 @@ fn model_compare(op: &Operator, value: &[u8]) -> bool {
         Operator::Present(wanted) => *wanted,
         Operator::In(set) => set.iter().any(|item| **item == *value),
         Operator::Contains(token) => value.split(|b| b" \t,".contains(b)).any(|t| t == &**token),
-        Operator::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
+        // Envoy's RE2 reads bytes as Latin-1: every value, ASCII or not, as
+        // one character per byte.
+        Operator::Regex(re) => {
+            re.is_match(&value.iter().map(|&b| char::from(b)).collect::<String>())
+        }
     }
 }
 
-/// Independent model of `Rule::matches` over the request's values.
-fn model_rule(rule: &Rule, request: &impl RequestView) -> Result<bool, LookupError> {
+/// Independent model of `Rule::matches` over the request's values: a header
+/// rule matches when any one value sent under its name does (Envoy's
+/// `match_headers_individually`).
+fn model_rule(rule: &Rule, request: &impl RequestView, input: &Input) -> Result<bool, LookupError> {
     let on_value = |value: Option<&[u8]>| match (&rule.operator, value) {
         (Operator::Present(wanted), value) => value.is_some() == *wanted,
         (_, None) => false,
         (op, Some(value)) => model_compare(op, value),
     };
     Ok(match rule.source {
-        Source::Header(slot) => on_value(request.header(slot)?),
+        Source::Header(slot) => {
+            request.header(slot)?;
+            let name = input.router.slots.header_name(slot);
+            let mut values = input
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .peekable();
+            match values.peek() {
+                None => on_value(None),
+                Some(_) => values.any(|v| on_value(Some(v))),
+            }
+        }
         Source::Cookie(slot) => on_value(request.cookie(slot)?),
         Source::Claim(slot) => {
             let claim = request.claim(slot)?.map(|c| c.to_claim());
@@ -1395,7 +1414,7 @@ pub fn decide(data: &[u8]) {
     let mut first = None;
     for (i, rule) in router.rules.rules().iter().enumerate() {
         let got = rule.matches(&req);
-        assert_eq!(got, model_rule(rule, &req), "rule {}", rule.name);
+        assert_eq!(got, model_rule(rule, &req, &input), "rule {}", rule.name);
         match got {
             Ok(false) => {}
             Ok(true) => {

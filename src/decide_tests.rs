@@ -176,18 +176,20 @@ fn header_operators() {
     assert!(!hits(&exact, Fake::new().header("x-tenant", "acme2")));
     assert!(!hits(&exact, Fake::new().header("x-tenant", "ACME")));
     assert!(!hits(&exact, Fake::new()));
-    // A header sent twice is matched on its values joined with ",".
+    // A header sent twice is matched on each value, as Envoy 1.40's route
+    // matchers do: any one value matching is enough, the joined text is not
+    // a value.
     let joined = one_rule("header:x-tenant", json!({"exact": "a,b"}));
-    assert!(hits(
+    assert!(!hits(
         &joined,
         Fake::new().header("x-tenant", "a").header("x-tenant", "b")
     ));
-    assert!(!hits(
-        &exact,
-        Fake::new()
-            .header("x-tenant", "acme")
-            .header("x-tenant", "b")
-    ));
+    assert!(hits(&joined, Fake::new().header("x-tenant", "a,b")));
+    for order in [["acme", "b"], ["b", "acme"]] {
+        let [one, two] = order;
+        let twice = Fake::new().header("x-tenant", one).header("x-tenant", two);
+        assert!(hits(&exact, twice), "{order:?}");
+    }
 
     let prefix = one_rule("header:user-agent", json!({"prefix": "LegacyApp/"}));
     assert!(hits(
@@ -437,9 +439,11 @@ fn non_utf8_values_never_fail() {
         headers: vec![("x-v".into(), vec![0xff, 0xfe])],
         ..Fake::default()
     };
-    // A regex cannot read raw bytes: no match, no error; weights decide.
+    // A regex reads bytes as Envoy's RE2 does (Latin-1): any bytes can match.
     let d = decide(&r, &req, &mut Fixed(0));
-    assert_eq!(d.reason, Reason::Random);
+    assert_eq!(d.reason, Reason::Rule);
+    let r = one_rule("header:x-v", json!({"regex": "[a-z]*"}));
+    assert_eq!(decide(&r, &req, &mut Fixed(0)).reason, Reason::Random);
     let sticky = router(CONTRACT);
     let req = Fake {
         headers: vec![("x-user-id".into(), vec![0xff, 0x00, 0x80])],

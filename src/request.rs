@@ -21,8 +21,15 @@ pub type Lookup<T> = Result<Option<T>, LookupError>;
 
 /// The request values a rule or sticky key can read, by slot.
 pub trait RequestView {
-    /// All values of a header, joined with `,` as Envoy joins repeated headers.
+    /// All values of a header, joined with `,` (what a sticky key hashes):
+    /// the value Envoy itself shows for a header it stores once.
     fn header(&self, slot: usize) -> Lookup<&[u8]>;
+    /// Each value of a header as Envoy lists it, in order (what a rule reads:
+    /// Envoy's route matchers match a repeated header's values one by one).
+    /// Empty when the header is absent. By default, the one joined value.
+    fn header_values(&self, slot: usize) -> Result<HeaderValues<'_>, LookupError> {
+        Ok(HeaderValues::one(self.header(slot)?))
+    }
     /// A cookie's value (first occurrence over all `cookie` headers).
     fn cookie(&self, slot: usize) -> Lookup<&[u8]>;
     /// A JWT claim, from the configured claim source, borrowed from its payload.
@@ -44,6 +51,39 @@ pub trait RequestView {
 pub struct PresentSlots {
     pub headers: SlotList,
     pub cookies: SlotList,
+}
+
+/// The values of one header, in the order Envoy lists them: the first, then
+/// the later copies of the same slot. Borrowed; nothing is copied.
+#[derive(Debug, Clone)]
+pub struct HeaderValues<'a> {
+    first: Option<&'a [u8]>,
+    slot: usize,
+    more: std::slice::Iter<'a, (usize, &'a [u8])>,
+}
+
+impl<'a> HeaderValues<'a> {
+    /// Just `value` (or nothing).
+    pub fn one(value: Option<&'a [u8]>) -> HeaderValues<'a> {
+        HeaderValues {
+            first: value,
+            slot: 0,
+            more: [].iter(),
+        }
+    }
+}
+
+impl<'a> Iterator for HeaderValues<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        let slot = self.slot;
+        self.more.find(|(s, _)| *s == slot).map(|&(_, v)| v)
+    }
 }
 
 /// Where JWT claims come from (configured by `jwt.source`).
@@ -71,7 +111,7 @@ pub type HeaderList = Vec<(String, Vec<u8>)>;
 
 /// One request as the decision sees it. Header and cookie values are borrowed
 /// from the host's header list, which must outlive it; only a repeated header
-/// (joined with `,`) is copied, into `joined`.
+/// is copied (joined with `,`, for a sticky key), into `joined`.
 pub struct Request<'r, C> {
     slots: &'r Slots,
     jwt: &'r JwtSource,
@@ -79,9 +119,12 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
+    /// The first value of each header slot.
     headers: SlotValues<'r>,
-    /// The headers that occur more than once, by slot: all values joined with
-    /// `,`. Usually empty, which costs nothing.
+    /// The later values of the headers that occur more than once, by slot, in
+    /// the order listed. Usually empty, which costs nothing.
+    repeats: Vec<(usize, &'r [u8])>,
+    /// The same headers' values all joined with `,`, by slot.
     joined: Vec<(usize, Vec<u8>)>,
     cookies: SlotValues<'r>,
     /// The claims, read or decoded at most once per request.
@@ -123,6 +166,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             claims,
             listed: headers.is_ok(),
             headers: SlotValues::default(),
+            repeats: Vec::new(),
             joined: Vec::new(),
             cookies: SlotValues::default(),
             payload: OnceCell::new(),
@@ -159,6 +203,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             self.headers.insert(slot, value, self.slots.header_count());
             return;
         };
+        self.repeats.push((slot, value));
         match self.joined.iter_mut().find(|(s, _)| *s == slot) {
             Some((_, joined)) => {
                 joined.push(b',');
@@ -233,6 +278,15 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         Ok(self.headers.get(slot))
     }
 
+    fn header_values(&self, slot: usize) -> Result<HeaderValues<'_>, LookupError> {
+        self.listed()?;
+        Ok(HeaderValues {
+            first: self.headers.get(slot),
+            slot,
+            more: self.repeats.iter(),
+        })
+    }
+
     fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
         self.listed()?;
         Ok(self.cookies.get(slot))
@@ -302,13 +356,26 @@ mod tests {
     }
 
     #[test]
-    fn repeated_headers_join_with_commas() {
+    fn repeated_headers_join_with_commas_and_list_each_value() {
         let (s, jwt) = (slots(), JwtSource::UnverifiedBearer);
         let headers = list(&[("x-a", b"1"), ("x-b", b"2"), ("x-a", b"3"), ("x-a", b"")]);
         let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
         assert_eq!(r.header(0), Ok(Some(&b"1,3,"[..])));
         assert_eq!(r.header(1), Ok(Some(&b"2"[..])));
         assert_eq!(r.header(7), Ok(None));
+        let values = |slot| r.header_values(slot).unwrap().collect::<Vec<_>>();
+        assert_eq!(values(0), [&b"1"[..], b"3", b""]);
+        assert_eq!(values(1), [&b"2"[..]]);
+        assert!(values(7).is_empty());
+        // Each value is borrowed from the list, not from the joined copy.
+        for (value, (_, listed)) in values(0)
+            .iter()
+            .zip(headers.iter().filter(|h| h.0 == "x-a"))
+        {
+            assert_eq!(value.as_ptr(), listed.as_ptr());
+        }
+        let broken = Request::new(&s, &jwt, JsonClaims(None), Err(LookupError));
+        assert!(broken.header_values(0).is_err());
     }
 
     #[test]

@@ -3,6 +3,16 @@
 //! Everything that can be prepared is prepared at configure time: header names
 //! lowercased, claim paths split, `in` lists turned into hash sets (O(1) per
 //! request whatever their size), regexes compiled and anchored for a full match.
+//!
+//! Header rules decide as Envoy's own route header matchers do (Envoy 1.40,
+//! `envoy.reloadable_features.match_headers_individually`): a header sent
+//! several times matches when ANY one of its values does. Envoy stores some
+//! headers once (its inline headers: `user-agent`, `authorization`,
+//! `x-forwarded-for`, `content-type`, `accept`, `referer`, ...) and joins their
+//! repeats with `,` as they arrive; the filter is handed that one entry, so for
+//! those headers Envoy's matchers and the filter both see the joined value.
+//! Regexes compare bytes, as Envoy's RE2 does (Latin-1: one character per
+//! byte), see [`regex_matches`].
 
 use crate::claims::ClaimRef;
 use crate::request::{LookupError, PresentSlots, RequestView};
@@ -13,7 +23,8 @@ use crate::slots::SlotList;
 /// [`crate::slots::Slots`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// A request header; repeated headers joined with `,`.
+    /// A request header. A rule reads each value sent on its own; a sticky
+    /// key reads all of them joined with `,` (see [`RequestView::header`]).
     Header(usize),
     /// A cookie (case-sensitive name).
     Cookie(usize),
@@ -32,7 +43,8 @@ pub enum Operator {
     /// A list claim holding the value, or a token of a space- (or comma-)
     /// separated value such as a `scope` claim.
     Contains(Box<[u8]>),
-    /// Anchored at compile time: the whole value must match.
+    /// Anchored at compile time: the whole value must match. Built by
+    /// [`compile_regex`], read by [`regex_matches`]: bytes, as Envoy reads them.
     Regex(regex_lite::Regex),
 }
 
@@ -49,7 +61,15 @@ impl Rule {
     /// Does the request satisfy this rule? `Err` when the value could not be read.
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
         Ok(match self.source {
-            Source::Header(slot) => self.on_value(request.header(slot)?),
+            Source::Header(slot) => {
+                // Each value on its own (Envoy's `match_headers_individually`):
+                // a repeated header matches when any of its values does.
+                let mut values = request.header_values(slot)?;
+                match values.next() {
+                    None => self.on_value(None),
+                    Some(first) => self.on_present(first) || values.any(|v| self.on_present(v)),
+                }
+            }
             Source::Cookie(slot) => self.on_value(request.cookie(slot)?),
             Source::Claim(slot) => {
                 let claim = request.claim(slot)?;
@@ -104,10 +124,40 @@ fn compare(operator: &Operator, value: &[u8]) -> bool {
         Operator::Exact(want) => value == &**want,
         Operator::Prefix(prefix) => value.starts_with(prefix),
         Operator::In(set) => set.contains(value),
-        Operator::Regex(re) => std::str::from_utf8(value).is_ok_and(|v| re.is_match(v)),
+        Operator::Regex(re) => regex_matches(re, value),
         Operator::Contains(token) => tokens(value).any(|t| t == &**token),
         Operator::Present(wanted) => *wanted,
     }
+}
+
+/// Compile a rule's regex for a full match, with Envoy's byte semantics.
+///
+/// Envoy's RE2 reads a header value as Latin-1, one character per byte: `.`
+/// is one byte, so `caf.` does not match the UTF-8 `café` (5 bytes) and
+/// `.{3,8}` matches `éé` (4 bytes). RE2 reads the pattern the same way, so a
+/// non-ASCII character in the pattern stands for its UTF-8 bytes in turn. The
+/// pattern is therefore decoded byte by byte into characters U+0000..U+00FF,
+/// and [`regex_matches`] decodes the value alike: an ASCII pattern is
+/// unchanged, and a regex on any bytes (UTF-8 or not) decides as Envoy does.
+pub fn compile_regex(pattern: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    let mut anchored = String::with_capacity(pattern.len() + 8);
+    anchored.push_str("^(?:");
+    anchored.extend(pattern.bytes().map(char::from));
+    anchored.push_str(")$");
+    regex_lite::Regex::new(&anchored)
+}
+
+/// Does `value` fully match a regex built by [`compile_regex`]? An ASCII
+/// value is read in place; any other is decoded as Latin-1 (one character per
+/// byte) into a copy, so every byte string can match, as in Envoy.
+pub fn regex_matches(re: &regex_lite::Regex, value: &[u8]) -> bool {
+    if value.is_ascii() {
+        if let Ok(text) = std::str::from_utf8(value) {
+            return re.is_match(text);
+        }
+    }
+    let latin1: String = value.iter().copied().map(char::from).collect();
+    re.is_match(&latin1)
 }
 
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -270,7 +320,7 @@ mod tests {
     use crate::claims::{ClaimRef, Payload};
     use crate::config::load;
     use crate::request::{
-        ClaimSource, JsonClaims, JwtSource, Lookup, LookupError, Request, RequestView,
+        ClaimSource, HeaderValues, JsonClaims, JwtSource, Lookup, LookupError, Request, RequestView,
     };
     use crate::rng::SplitMix64;
 
@@ -280,6 +330,9 @@ mod tests {
     impl<R: RequestView> RequestView for Unindexed<'_, R> {
         fn header(&self, slot: usize) -> Lookup<&[u8]> {
             self.0.header(slot)
+        }
+        fn header_values(&self, slot: usize) -> Result<HeaderValues<'_>, LookupError> {
+            self.0.header_values(slot)
         }
         fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
             self.0.cookie(slot)
@@ -380,5 +433,134 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Does the one rule `{source: operand}` match `headers`?
+    fn matching(m: &Value, headers: &[(&str, &[u8])]) -> bool {
+        let config = json!({
+            "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+            "rules": [{"name": "r", "subset": "v2", "match": m}],
+        });
+        let router = load(config.to_string().as_bytes()).unwrap().router;
+        let list: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_vec()))
+            .collect();
+        let jwt = JwtSource::UnverifiedBearer;
+        let request = Request::new(&router.slots, &jwt, JsonClaims(None), Ok(&list));
+        router.rules.first_match(&request).unwrap() == Some(0)
+    }
+
+    type Headers = Vec<(&'static str, &'static [u8])>;
+
+    fn header_rule(operand: Value) -> Value {
+        let mut operand = operand;
+        operand["name"] = json!("x-t");
+        json!({"header": operand})
+    }
+
+    #[test]
+    fn a_repeated_header_matches_when_any_one_value_does() {
+        let twice =
+            |a: &'static str, b: &'static str| vec![("x-t", a.as_bytes()), ("x-t", b.as_bytes())];
+        // (operand, values sent, matches?) for every operator, as Envoy 1.40
+        // decides with match_headers_individually.
+        let cases: Vec<(Value, Headers, bool)> = vec![
+            (json!({"exact": "always"}), twice("always", "always"), true),
+            (json!({"exact": "always"}), twice("never", "always"), true),
+            (
+                json!({"exact": "always,always"}),
+                twice("always", "always"),
+                false,
+            ),
+            (json!({"exact": ""}), twice("a", ""), true),
+            (json!({"prefix": "Leg"}), twice("Mozilla", "Legacy"), true),
+            (json!({"prefix": "a,b"}), twice("a", "b"), false),
+            (
+                json!({"in": ["acme", "globex"]}),
+                twice("x", "globex"),
+                true,
+            ),
+            (json!({"in": ["a,b"]}), twice("a", "b"), false),
+            (json!({"contains": "dark"}), twice("light", "a, dark"), true),
+            (json!({"contains": "dark"}), twice("da", "rk"), false),
+            (json!({"regex": ".{3,8}"}), twice("ab", "ab"), false),
+            (json!({"regex": "a.*"}), twice("b", "ab"), true),
+            (json!({"present": true}), twice("", ""), true),
+            (json!({"present": false}), twice("", ""), false),
+            (json!({"present": false}), vec![("x-other", b"1")], true),
+        ];
+        for (operand, headers, want) in cases {
+            let got = matching(&header_rule(operand.clone()), &headers);
+            assert_eq!(got, want, "{operand} on {headers:?}");
+        }
+    }
+
+    /// A sticky header key hashes all values joined with `,`: what it always
+    /// did (a user sending the header twice keeps the bucket), and what Envoy
+    /// itself holds for a header it stores once (`user-agent`, ...).
+    #[test]
+    fn a_sticky_header_key_is_the_joined_value() {
+        let config = json!({
+            "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+            "sticky": {"keys": [{"header": "x-user-id"}], "seed": "s"},
+        });
+        let router = load(config.to_string().as_bytes()).unwrap().router;
+        let jwt = JwtSource::UnverifiedBearer;
+        let list: Vec<(String, Vec<u8>)> = vec![
+            ("x-user-id".into(), b"alice".to_vec()),
+            ("x-user-id".into(), b"bob".to_vec()),
+        ];
+        let request = Request::new(&router.slots, &jwt, JsonClaims(None), Ok(&list));
+        let d = crate::decide::decide(&router, &request, &mut SplitMix64::new(1));
+        assert_eq!(d.bucket, Some(router.split.bucket(b"alice,bob")));
+    }
+
+    #[test]
+    fn a_regex_reads_bytes_as_envoys_re2_does() {
+        // (pattern, value, matches?) as a real Envoy 1.40's route matcher
+        // decided them: RE2 reads pattern and value as Latin-1.
+        let cases: &[(&str, &[u8], bool)] = &[
+            ("caf.", "café".as_bytes(), false),
+            ("caf..", "café".as_bytes(), true),
+            (".{3,8}", "éé".as_bytes(), true),
+            ("é", "é".as_bytes(), true),
+            ("[é]", "é".as_bytes(), false),
+            ("[é]+", "é".as_bytes(), true),
+            ("\\xE9", b"\xe9", true),
+            (".", b"\xff", true),
+            ("[^a]", b"\xff", true),
+            ("(?i)é", "É".as_bytes(), false),
+            ("\\w", b"\xe9", false),
+            ("\\W", b"\xe9", true),
+            ("a.b", "aéb".as_bytes(), false),
+            ("a..b", "aéb".as_bytes(), true),
+            ("Legacy[A-Za-z]*/[0-9.]+", b"Legacy\xff/1.0", false),
+            (".*", b"\xff\xfe", true),
+            ("2\\.[0-9]+", b"2.15", true),
+        ];
+        for (pattern, value, want) in cases {
+            let got = matching(&header_rule(json!({"regex": pattern})), &[("x-t", value)]);
+            assert_eq!(got, *want, "{pattern:?} on {value:?}");
+        }
+    }
+
+    /// The documented differences from Envoy's own matchers, kept on purpose.
+    #[test]
+    fn deliberate_differences_from_envoys_matchers() {
+        // `contains` looks for a token (spaces, tabs, commas), not a substring.
+        let contains = header_rule(json!({"contains": "dark"}));
+        assert!(!matching(&contains, &[("x-t", b"darker")]));
+        assert!(matching(&contains, &[("x-t", b"a,dark b")]));
+        // Cookies: a quoted value is read without its quotes, blanks around
+        // `=` are trimmed, and the first occurrence of a name wins, also
+        // across two `cookie` headers.
+        let beta = json!({"cookie": {"name": "beta", "exact": "true"}});
+        assert!(matching(&beta, &[("cookie", b"beta=\"true\"")]));
+        assert!(matching(&beta, &[("cookie", b"beta = true")]));
+        assert!(matching(&beta, &[("cookie", b"a=1;beta\t=\ttrue ;b=2")]));
+        assert!(!matching(&beta, &[("cookie", b"beta=false; beta=true")]));
+        let two: Headers = vec![("cookie", b"beta=false"), ("cookie", b"beta=true")];
+        assert!(!matching(&beta, &two));
     }
 }

@@ -655,8 +655,7 @@ fn compile_operator(operand: &Object) -> Result<Operator> {
         }
         _ => {
             let pattern = operand.required_string(op)?;
-            let anchored = format!("^(?:{pattern})$");
-            let re = regex_lite::Regex::new(&anchored).map_err(|e| {
+            let re = crate::rules::compile_regex(pattern).map_err(|e| {
                 ConfigError::new(
                     path,
                     format!("invalid regex {pattern:?}: {}", one_line(&e.to_string())),
