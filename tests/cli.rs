@@ -429,3 +429,63 @@ fn explain_agrees_with_the_filter() {
     }
     assert_eq!(checked, 300);
 }
+
+/// The configuration is taken with `--config` or alone by every subcommand,
+/// and an argument that is not UTF-8 is a usage error naming it, not a panic.
+#[test]
+fn arguments_in_both_forms_and_not_utf8() {
+    let forms: &[&[&str]] = &[
+        &["check", "envoy/canary.json"],
+        &["check", "--config", "envoy/canary.json"],
+        &["check", "-c", "envoy/canary.json"],
+    ];
+    for args in forms {
+        let o = cli(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("ok: envoy/canary.json: subsets v1=90% v2=10%"));
+    }
+    let o = cli(&["explain", "envoy/canary.json", "-H", "x-canary: always"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("rule:     qa"), "{}", stdout(&o));
+    let o = cli(&["simulate", "envoy/canary.json", "--keys", "100"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    use std::os::unix::ffi::OsStrExt;
+    let raw = std::ffi::OsStr::from_bytes(b"x-user-id: \xffbad");
+    let o = Command::new(env!("CARGO_BIN_EXE_canary-router"))
+        .args(["explain", "--config", "envoy/canary.json", "-H"])
+        .arg(raw)
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(r#"argument "x-user-id: \xFFbad" is not UTF-8"#),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("usage:"));
+}
+
+/// `-H` values are trimmed as Envoy trims them: spaces and tabs, not U+00A0.
+#[test]
+fn explain_trims_header_values_as_envoy_does() {
+    let config = json!({
+        "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+        "rules": [{"name": "nbsp", "subset": "v2",
+                   "match": {"header": {"name": "x-tag", "exact": "\u{a0}beta"}}}],
+    });
+    let path = write_config("trim.json", &config);
+    let path = path.to_str().unwrap();
+    for (header, hit) in [
+        ("x-tag: \t\u{a0}beta \t", true),
+        ("x-tag:\u{a0}beta", true),
+        ("x-tag: beta", false),
+        ("x-tag: \u{a0}beta\u{a0}", false),
+    ] {
+        let o = cli(&["explain", path, "--json", "-H", header]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["rule"] == "nbsp", hit, "{header:?}");
+    }
+}

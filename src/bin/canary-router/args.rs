@@ -1,17 +1,19 @@
 //! Command-line parsing, by hand: three subcommands do not justify a dependency.
 
+use std::ffi::OsString;
 use std::fmt;
 
 pub const USAGE: &str = "\
 usage:
-  canary-router check CONFIG.json
+  canary-router check [--config] CONFIG.json
       validate a plugin configuration; prints the filter's own error line
-  canary-router explain --config CONFIG.json [-H 'name: value']... [-b 'a=1; b=2']...
+  canary-router explain [--config] CONFIG.json [-H 'name: value']... [-b 'a=1; b=2']...
                         [--claims '{\"sub\":\"alice\"}'] [--json]
       the decision the filter makes for that request, and why
-  canary-router simulate --config CONFIG.json [--to OTHER.json] [--keys N] [--json]
+  canary-router simulate [--config] CONFIG.json [--to OTHER.json] [--keys N] [--json]
       share of N synthetic user keys per subset (default 100000), and how many
       keys move to another subset under OTHER.json
+CONFIG.json may be given with --config (-c) or alone; - reads standard input.
 exit codes: 0 ok, 1 invalid configuration, 2 usage error";
 
 #[derive(Debug)]
@@ -53,38 +55,88 @@ fn value(args: &mut impl Iterator<Item = String>, flag: &str) -> Result<String, 
         .ok_or_else(|| usage(format!("{flag} needs a value")))
 }
 
-pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageError> {
-    let mut args = args.into_iter();
+/// The arguments as text: one that is not UTF-8 is a usage error that names
+/// it (escaped), never a panic.
+fn utf8(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, UsageError> {
+    args.into_iter()
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|raw| usage(format!("argument {raw:?} is not UTF-8")))
+        })
+        .collect()
+}
+
+/// `-H 'name: value'` as Envoy stores it: the name lowercased, the value with
+/// the spaces and tabs around it removed, and only those (Envoy keeps any other
+/// blank, such as U+00A0, as part of the value).
+fn header(raw: &str) -> Result<(String, String), UsageError> {
+    const BLANKS: [char; 2] = [' ', '\t'];
+    let (name, value) = raw
+        .split_once(':')
+        .ok_or_else(|| usage(format!("-H wants 'name: value', got {raw:?}")))?;
+    let name = name.trim_matches(BLANKS);
+    if name.is_empty() {
+        return Err(usage(format!("-H wants 'name: value', got {raw:?}")));
+    }
+    Ok((
+        name.to_ascii_lowercase(),
+        value.trim_matches(BLANKS).to_owned(),
+    ))
+}
+
+/// The configuration file, from `--config FILE` (`-c FILE`) or given alone;
+/// once only.
+fn set_config(config: &mut Option<String>, path: String, command: &str) -> Result<(), UsageError> {
+    match config {
+        Some(first) => Err(usage(format!(
+            "{command} takes one CONFIG file, got {first:?} and {path:?}"
+        ))),
+        None => {
+            *config = Some(path);
+            Ok(())
+        }
+    }
+}
+
+/// An argument that is not a flag: `-` (standard input) or a path.
+fn is_operand(arg: &str) -> bool {
+    arg == "-" || !arg.starts_with('-')
+}
+
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
+    let mut args = utf8(args)?.into_iter();
     let command = args.next().ok_or_else(|| usage("no command given"))?;
     match command.as_str() {
         "-h" | "--help" | "help" => Ok(Command::Help),
         "check" => {
-            let config = args
-                .next()
-                .ok_or_else(|| usage("check needs a CONFIG file"))?;
-            match args.next() {
-                None => Ok(Command::Check { config }),
-                Some(extra) => Err(usage(format!(
-                    "check takes one CONFIG file, got also {extra:?}"
-                ))),
+            let mut config = None;
+            while let Some(arg) = args.next() {
+                match arg.as_str() {
+                    "--config" | "-c" => {
+                        let path = value(&mut args, &arg)?;
+                        set_config(&mut config, path, "check")?;
+                    }
+                    _ if is_operand(&arg) => set_config(&mut config, arg, "check")?,
+                    other => return Err(usage(format!("check: unknown argument {other:?}"))),
+                }
             }
+            let config = config.ok_or_else(|| usage("check needs a CONFIG file"))?;
+            Ok(Command::Check { config })
         }
         "explain" => {
             let (mut config, mut headers, mut cookies, mut claims, mut json) =
                 (None, Vec::new(), Vec::new(), None, false);
             while let Some(arg) = args.next() {
                 match arg.as_str() {
-                    "--config" | "-c" => config = Some(value(&mut args, &arg)?),
-                    "-H" | "--header" => {
-                        let raw = value(&mut args, &arg)?;
-                        let (name, v) = raw
-                            .split_once(':')
-                            .ok_or_else(|| usage(format!("-H wants 'name: value', got {raw:?}")))?;
-                        headers.push((name.trim().to_ascii_lowercase(), v.trim_start().to_owned()));
+                    "--config" | "-c" => {
+                        let path = value(&mut args, &arg)?;
+                        set_config(&mut config, path, "explain")?;
                     }
+                    "-H" | "--header" => headers.push(header(&value(&mut args, &arg)?)?),
                     "-b" | "--cookie" => cookies.push(value(&mut args, &arg)?),
                     "--claims" => claims = Some(value(&mut args, &arg)?),
                     "--json" => json = true,
+                    _ if is_operand(&arg) => set_config(&mut config, arg, "explain")?,
                     other => return Err(usage(format!("explain: unknown argument {other:?}"))),
                 }
             }
@@ -101,7 +153,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
             let (mut config, mut to, mut keys, mut json) = (None, None, 100_000u64, false);
             while let Some(arg) = args.next() {
                 match arg.as_str() {
-                    "--config" | "-c" => config = Some(value(&mut args, &arg)?),
+                    "--config" | "-c" => {
+                        let path = value(&mut args, &arg)?;
+                        set_config(&mut config, path, "simulate")?;
+                    }
                     "--to" => to = Some(value(&mut args, &arg)?),
                     "--keys" => {
                         let raw = value(&mut args, &arg)?;
@@ -114,6 +169,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, UsageErr
                             })?;
                     }
                     "--json" => json = true,
+                    _ if is_operand(&arg) => set_config(&mut config, arg, "simulate")?,
                     other => return Err(usage(format!("simulate: unknown argument {other:?}"))),
                 }
             }
@@ -134,7 +190,7 @@ mod tests {
     use super::*;
 
     fn parse_strs(args: &[&str]) -> Result<Command, UsageError> {
-        parse(args.iter().map(|s| s.to_string()))
+        parse(args.iter().map(OsString::from))
     }
 
     #[test]
@@ -176,5 +232,80 @@ mod tests {
             }
         );
         assert!(parse_strs(&["simulate", "--config", "a.json", "--keys", "x"]).is_err());
+    }
+
+    #[test]
+    fn header_values_are_trimmed_as_envoy_trims_them() {
+        let one = |raw: &str| match parse_strs(&["explain", "a.json", "-H", raw]).unwrap() {
+            Command::Explain { headers, .. } => headers,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(one("X-A: \t v \t"), [("x-a".into(), "v".into())]);
+        assert_eq!(one("x-a:v"), [("x-a".into(), "v".into())]);
+        assert_eq!(one("x-a:"), [("x-a".into(), String::new())]);
+        assert_eq!(one("x-a: a b "), [("x-a".into(), "a b".into())]);
+        // Other blanks are part of the value, as in Envoy.
+        assert_eq!(
+            one("x-a: \u{a0}v\u{3000} "),
+            [("x-a".into(), "\u{a0}v\u{3000}".into())]
+        );
+        assert_eq!(one("x-a: a:b"), [("x-a".into(), "a:b".into())]);
+        assert!(parse_strs(&["explain", "a.json", "-H", " : v"]).is_err());
+    }
+
+    #[test]
+    fn the_config_is_taken_with_or_without_the_flag() {
+        for args in [
+            &["check", "a.json"][..],
+            &["check", "--config", "a.json"],
+            &["check", "-c", "a.json"],
+        ] {
+            assert_eq!(
+                parse_strs(args).unwrap(),
+                Command::Check {
+                    config: "a.json".into()
+                },
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            parse_strs(&["check", "-"]).unwrap(),
+            Command::Check { config: "-".into() }
+        );
+        for args in [
+            &["explain", "a.json"][..],
+            &["explain", "--config", "a.json"],
+        ] {
+            assert!(
+                matches!(parse_strs(args), Ok(Command::Explain { config, .. }) if config == "a.json")
+            );
+        }
+        assert!(matches!(
+            parse_strs(&["simulate", "a.json", "--keys", "5"]),
+            Ok(Command::Simulate { config, keys: 5, .. }) if config == "a.json"
+        ));
+        for args in [
+            &["check", "a.json", "b.json"][..],
+            &["check", "--config", "a.json", "b.json"],
+            &["explain", "a.json", "-c", "b.json"],
+            &["check", "--frob"],
+        ] {
+            assert!(parse_strs(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_non_utf8_argument_is_a_usage_error_naming_it() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![
+            OsString::from("explain"),
+            OsString::from("a.json"),
+            OsString::from("-H"),
+            OsString::from_vec(b"x-a: \xff".to_vec()),
+        ];
+        let e = parse(args).unwrap_err();
+        assert!(e.0.contains("\\xFF"), "{}", e.0);
+        assert!(e.0.contains("not UTF-8"), "{}", e.0);
     }
 }

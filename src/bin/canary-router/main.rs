@@ -2,6 +2,7 @@
 //! same config loader and the same `decide` as the .wasm; no second implementation.
 
 mod args;
+mod envoy_headers;
 
 use std::process::ExitCode;
 
@@ -21,7 +22,7 @@ const INVALID_CONFIG: u8 = 1;
 const USAGE_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
-    let command = match args::parse(std::env::args().skip(1)) {
+    let command = match args::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(e) => {
             eprintln!("{e}");
@@ -165,10 +166,8 @@ fn explain(
         }
         (_, claims) => claims,
     };
-    let header_list: HeaderList = headers
-        .into_iter()
-        .map(|(n, v)| (n, v.into_bytes()))
-        .collect();
+    // As Envoy lists them to the filter: its inline headers' repeats joined.
+    let header_list: HeaderList = envoy_headers::as_envoy_lists(headers);
     let request = Request::new(
         &router.slots,
         &router.jwt,
