@@ -85,6 +85,7 @@ lint: wasm
 	cargo fmt --check
 	cargo clippy --profile wasm --target $(WASM_TARGET) --lib -- -D warnings
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 
 unit:
 	cargo test --lib --bins $(CARGO_TEST_FLAGS)
