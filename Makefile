@@ -84,17 +84,18 @@ test: lint unit integration
 lint: wasm
 	cargo fmt --check
 	cargo clippy --profile wasm --target $(WASM_TARGET) --lib -- -D warnings
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --bins -- -D warnings
+	cargo clippy --all-targets --features internals -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib
 
 unit:
-	cargo test --lib --bins $(CARGO_TEST_FLAGS)
+	cargo test --lib --bins --features internals $(CARGO_TEST_FLAGS)
 
 integration: wasm envoy prometheus
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 	@$(ISTIO_CHECK_DEPS)
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
-	  cargo test --no-fail-fast --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
 
 ## prometheus: Debian's Prometheus server, for the tests that query a real one
 ## (tests/common/prometheus.rs starts its own on a free loopback port) and the demo
@@ -102,7 +103,7 @@ integration: wasm envoy prometheus
 prometheus:
 	@command -v prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
 
-## bench: the Envoy-side benchmark (issue 4, BENCHMARKS.md): one measured Envoy with six
+## bench: the Envoy-side benchmark (BENCHMARKS.md): one measured Envoy with six
 ## listeners (native, native-hash, lua, wasm-empty, canary-router, canary-router-large),
 ## wrk load, Envoy CPU per request; prints a table and PASS/FAIL per target, writes
 ## target/bench/latest.json. Builds the filter and the empty module, installs wrk.
@@ -112,7 +113,7 @@ prometheus:
 ## Fails only if the harness breaks, never on a FAIL.
 .PHONY: bench
 bench: envoy
-	cargo bench --bench decide
+	cargo bench --bench decide --features internals
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/run.py
 
@@ -166,7 +167,7 @@ clean:
 	cargo clean
 	rm -rf $(VENV)
 
-## istio-check: validate istio/ (issue 6): every manifest against Istio's CRD schemas
+## istio-check: validate istio/: every manifest against Istio's CRD schemas
 ## (npm @kubernetes-models/istio, in target/istio-check/node_modules) and core
 ## Kubernetes schemas (PyPI kubernetes-validate, in .venv), plus the cross-file
 ## consistency checks of tests/istio_manifests.rs. Installs what it needs, once.

@@ -16,13 +16,14 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use canary_router::claims::{base64url_encode, to_envoy_bytes, Payload};
+use canary_router::claims::{to_envoy_bytes, Payload};
 use canary_router::config::load;
 use canary_router::decide::decide;
-use canary_router::header_map::{serialize, SerializedPairs};
+use canary_router::formats::jwt::base64url_encode;
+use canary_router::formats::pairs::{serialize, Pairs};
+use canary_router::plan::Plan;
 use canary_router::request::{ClaimSource, HeaderList, JwtSource, Lookup, Request};
 use canary_router::rng::SplitMix64;
-use canary_router::router::Router;
 
 fn typical() -> Value {
     json!({
@@ -112,9 +113,9 @@ fn requests(payload_header: bool) -> Vec<(HeaderList, Vec<u8>)> {
         .collect()
 }
 
-fn router(config: &Value) -> Router {
+fn plan(config: &Value) -> Plan {
     match load(config.to_string().as_bytes()) {
-        Ok(loaded) => loaded.router,
+        Ok(loaded) => loaded.plan,
         Err(e) => panic!("bench config: {e}"),
     }
 }
@@ -131,13 +132,16 @@ const PER_BATCH: usize = 20_000;
 /// Measuring the two side by side cancels most of this VM's drift in CPU speed
 /// (a copy cost measured once, minutes before the cases, moved each case by
 /// ±70 ns from run to run).
-fn measure(router: &Router, requests: &[(HeaderList, Vec<u8>)]) -> (f64, f64) {
+fn measure(plan: &Plan, requests: &[(HeaderList, Vec<u8>)]) -> (f64, f64) {
     // As the proxy receives them: one serialized header map per request.
     let requests: Vec<(Vec<u8>, Vec<u8>)> = requests
         .iter()
         .map(|(headers, claims)| {
-            let pairs = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_slice()));
-            (serialize(pairs), claims.clone())
+            let pairs: Vec<(&[u8], &[u8])> = headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+                .collect();
+            (serialize(&pairs), claims.clone())
         })
         .collect();
     let requests = requests.as_slice();
@@ -150,7 +154,7 @@ fn measure(router: &Router, requests: &[(HeaderList, Vec<u8>)]) -> (f64, f64) {
         let copy_ns = start.elapsed().as_nanos() as f64 / PER_BATCH as f64;
 
         let start = Instant::now();
-        decide_batch(router, requests, &mut entropy);
+        decide_batch(plan, requests, &mut entropy);
         let decide_ns = start.elapsed().as_nanos() as f64 / PER_BATCH as f64;
         net.push(decide_ns - copy_ns);
         copies.push(copy_ns);
@@ -171,19 +175,19 @@ fn copy_batch(requests: &[(Vec<u8>, Vec<u8>)]) {
 }
 
 #[inline(never)]
-fn decide_batch(router: &Router, requests: &[(Vec<u8>, Vec<u8>)], entropy: &mut SplitMix64) {
+fn decide_batch(plan: &Plan, requests: &[(Vec<u8>, Vec<u8>)], entropy: &mut SplitMix64) {
     for i in 0..PER_BATCH {
         let (headers, claims) = &requests[i % requests.len()];
         // The filter builds one Request per HTTP request: include that cost.
         // The host hands over a fresh buffer; the Request reads it in place.
         let headers = headers.clone();
         let request = Request::from_pairs(
-            &router.slots,
-            &router.jwt,
+            &plan.slots,
+            &plan.jwt,
             HostLike(claims),
-            Ok(SerializedPairs::new(&headers)),
+            Ok(Pairs::new(&headers)),
         );
-        black_box(decide(black_box(router), &request, entropy));
+        black_box(decide(black_box(plan), &request, entropy));
     }
 }
 
@@ -222,12 +226,12 @@ fn main() {
         if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
             continue;
         }
-        let router = router(config);
-        let requests = match router.jwt {
+        let plan = plan(config);
+        let requests = match plan.jwt {
             JwtSource::PayloadHeader { .. } => &with_payload_header,
             _ => &with_metadata,
         };
-        let (ns, copies) = measure(&router, requests);
+        let (ns, copies) = measure(&plan, requests);
         println!("  {name:<40} {ns:>8.0} ns   (copies {copies:.0} ns)");
         results.push(json!({"case": name, "ns_per_decision": ns, "copies_ns": copies}));
     }

@@ -22,15 +22,16 @@ use std::sync::OnceLock;
 use canary_router::bucket::BUCKETS;
 use canary_router::claims::{self, Claim, ClaimRef, JsonObject, Payload};
 use canary_router::config::{self, ConfigError};
-use canary_router::cookie;
-use canary_router::decide::{self, Decision, Reason};
-use canary_router::header_map;
+use canary_router::decide::{self, Decision};
+use canary_router::formats::pairs;
+use canary_router::formats::{cookie, jwt};
+use canary_router::labels::Reason;
 use canary_router::pin;
+use canary_router::plan::{Mode, Plan};
 use canary_router::request::{
     HeaderList, JsonClaims, JwtSource, LookupError, Request, RequestView,
 };
 use canary_router::rng::SplitMix64;
-use canary_router::router::{Mode, Router};
 use canary_router::rules::{Operator, Rule, Source};
 use serde_json::{json, Map, Value};
 
@@ -131,7 +132,7 @@ fn split_line(data: &[u8]) -> Option<(&[u8], &[u8])> {
 // ---------------------------------------------------------------------------
 // config: arbitrary bytes into config::load
 
-/// `config::load` returns, deterministically; what it accepts is a sound router,
+/// `config::load` returns, deterministically; what it accepts is a sound plan,
 /// what it refuses has a field path and a problem.
 pub fn config(data: &[u8]) {
     let first = config::load(data);
@@ -139,12 +140,12 @@ pub fn config(data: &[u8]) {
     match (&first, &again) {
         (Ok(a), Ok(b)) => {
             assert_eq!(
-                format!("{:?}", a.router),
-                format!("{:?}", b.router),
+                format!("{:?}", a.plan),
+                format!("{:?}", b.plan),
                 "load is deterministic"
             );
             assert_eq!(a.warnings, b.warnings);
-            check_router(&a.router);
+            check_router(&a.plan);
         }
         (Err(a), Err(b)) => {
             assert_eq!(a, b, "load is deterministic");
@@ -184,8 +185,8 @@ fn valid_name(name: &str) -> bool {
             .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
-fn source_in_range(router: &Router, source: Source) {
-    let s = &router.slots;
+fn source_in_range(plan: &Plan, source: Source) {
+    let s = &plan.slots;
     match source {
         Source::Header(i) => assert!(i < s.header_count(), "header slot {i}"),
         Source::Cookie(i) => assert!(i < s.cookie_count(), "cookie slot {i}"),
@@ -198,7 +199,7 @@ fn source_in_range(router: &Router, source: Source) {
 }
 
 /// Everything an accepted configuration promises the request path.
-pub fn check_router(r: &Router) {
+pub fn check_router(r: &Plan) {
     let n = r.subsets.len();
     assert!((1..=16).contains(&n), "{n} subsets");
     assert_eq!(r.weights_bp.len(), n);
@@ -639,28 +640,24 @@ pub fn config_structured(data: &[u8]) {
         (None, Err(e)) => panic!("valid config refused ({e}): {shown}"),
         (None, Ok(loaded)) => loaded,
     };
-    let router = &loaded.router;
-    assert_eq!(router.subsets, expect.subsets, "{shown}");
-    assert_eq!(router.weights_bp, expect.weights, "{shown}");
-    assert_eq!(router.default_subset, expect.default_subset);
-    assert_eq!(router.header, expect.header);
-    assert_eq!(router.decision_header, expect.decision_header);
-    let rules: Vec<(String, usize)> = router
+    let plan = &loaded.plan;
+    assert_eq!(plan.subsets, expect.subsets, "{shown}");
+    assert_eq!(plan.weights_bp, expect.weights, "{shown}");
+    assert_eq!(plan.default_subset, expect.default_subset);
+    assert_eq!(plan.header, expect.header);
+    assert_eq!(plan.decision_header, expect.decision_header);
+    let rules: Vec<(String, usize)> = plan
         .rules
         .rules()
         .iter()
         .map(|r| (r.name.clone(), r.subset))
         .collect();
     assert_eq!(rules, expect.rules);
-    let labels: Vec<&str> = router
-        .sticky_keys
-        .iter()
-        .map(|k| k.label.as_str())
-        .collect();
+    let labels: Vec<&str> = plan.sticky_keys.iter().map(|k| k.label.as_str()).collect();
     assert_eq!(labels, expect.key_labels);
-    assert_eq!(router.pin.as_ref().map(|p| p.name.clone()), expect.pin);
-    assert_eq!(router.mode, expect.mode);
-    assert_eq!(router.jwt, expect.jwt);
+    assert_eq!(plan.pin.as_ref().map(|p| p.name.clone()), expect.pin);
+    assert_eq!(plan.mode, expect.mode);
+    assert_eq!(plan.jwt, expect.jwt);
     assert_eq!(!loaded.warnings.is_empty(), expect.warns, "{shown}");
 }
 
@@ -754,16 +751,16 @@ fn is_b64(b: u8) -> bool {
 }
 
 fn check_base64(data: &[u8]) {
-    let encoded = claims::base64url_encode(data);
+    let encoded = jwt::base64url_encode(data);
     assert_eq!(encoded.len(), (data.len() * 4).div_ceil(3));
     assert!(encoded.bytes().all(is_b64));
     assert_eq!(
-        claims::base64url_decode(encoded.as_bytes()).as_deref(),
+        jwt::base64url_decode(encoded.as_bytes()).as_deref(),
         Some(data)
     );
     let padded = format!("{encoded}{}", "=".repeat((4 - encoded.len() % 4) % 4));
     assert_eq!(
-        claims::base64url_decode(padded.as_bytes()).as_deref(),
+        jwt::base64url_decode(padded.as_bytes()).as_deref(),
         Some(data)
     );
     // Decoding: accepted exactly when the body (before trailing `=`) is base64url
@@ -771,14 +768,14 @@ fn check_base64(data: &[u8]) {
     let end = data.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
     let body = &data[..end];
     let ok = body.iter().all(|&b| is_b64(b)) && body.len() % 4 != 1;
-    let decoded = claims::base64url_decode(data);
+    let decoded = jwt::base64url_decode(data);
     assert_eq!(decoded.is_some(), ok, "{:?}", String::from_utf8_lossy(data));
     if let Some(decoded) = decoded {
         assert_eq!(decoded.len(), body.len() * 3 / 4);
-        let again = claims::base64url_encode(&decoded);
+        let again = jwt::base64url_encode(&decoded);
         assert_eq!(again.len(), body.len());
         assert_eq!(
-            claims::base64url_decode(again.as_bytes()).as_deref(),
+            jwt::base64url_decode(again.as_bytes()).as_deref(),
             Some(&decoded[..])
         );
     }
@@ -793,7 +790,7 @@ fn as_object(value: Value) -> Option<Map<String, Value>> {
 
 fn check_bearer(input: &[u8]) {
     let scheme = input.len() >= 7 && input[..7].eq_ignore_ascii_case(b"bearer ");
-    match claims::bearer_token(input) {
+    match jwt::bearer_token(input) {
         Some(token) => {
             assert!(scheme && within(input, token));
             // Spaces (only) around the token are dropped.
@@ -808,14 +805,14 @@ fn check_bearer(input: &[u8]) {
     // The payload: exactly three segments, the middle one base64url JSON object.
     let parts: Vec<&[u8]> = input.split(|&b| b == b'.').collect();
     let model = match parts.as_slice() {
-        [_, payload, _] => claims::base64url_decode(payload)
+        [_, payload, _] => jwt::base64url_decode(payload)
             .and_then(|json| serde_json::from_slice(&json).ok())
             .and_then(as_object),
         _ => None,
     };
     assert_eq!(claims::bearer_payload(input).map(|p| p.to_map()), model);
     // Any bytes as a token's payload: decoded exactly when they are a JSON object.
-    let token = format!("e30.{}.c2ln", claims::base64url_encode(input));
+    let token = format!("e30.{}.c2ln", jwt::base64url_encode(input));
     let direct = serde_json::from_slice(input).ok().and_then(as_object);
     assert_eq!(
         claims::bearer_payload(token.as_bytes()).map(|p| p.to_map()),
@@ -955,21 +952,9 @@ fn model_json(m: &Model) -> Value {
     }
 }
 
-/// Envoy's pairs map: u32 count, u32 key and value sizes, then NUL-terminated
-/// keys and values (little-endian), as Envoy 1.40 serializes a Struct.
+/// Envoy's pairs map, as Envoy 1.40 serializes a Struct (the crate's one writer).
 fn envoy_pairs(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut out = (entries.len() as u32).to_le_bytes().to_vec();
-    for (k, v) in entries {
-        out.extend((k.len() as u32).to_le_bytes());
-        out.extend((v.len() as u32).to_le_bytes());
-    }
-    for (k, v) in entries {
-        out.extend(k);
-        out.push(0);
-        out.extend(v);
-        out.push(0);
-    }
-    out
+    pairs::serialize(entries)
 }
 
 fn model_envoy(m: &Model) -> Vec<u8> {
@@ -1025,7 +1010,7 @@ pub fn jwt(data: &[u8]) {
         check_bearer(payload);
     }
     check_json_in_place(payload, &path);
-    let object = claims::bearer_token(payload)
+    let object = jwt::bearer_token(payload)
         .and_then(claims::bearer_payload)
         .or_else(|| claims::bearer_payload(payload));
     if let Some(object) = &object {
@@ -1171,19 +1156,19 @@ const KNOWN_HEADERS: &[&str] = &[
     "x-canary-subset",
 ];
 
-fn routers() -> &'static [Router] {
-    static ROUTERS: OnceLock<Vec<Router>> = OnceLock::new();
+fn routers() -> &'static [Plan] {
+    static ROUTERS: OnceLock<Vec<Plan>> = OnceLock::new();
     ROUTERS.get_or_init(|| {
         DECIDE_CONFIGS
             .iter()
-            .map(|json| config::load(json.as_bytes()).unwrap().router)
+            .map(|json| config::load(json.as_bytes()).unwrap().plan)
             .collect()
     })
 }
 
 /// A request as `decide` inputs describe it.
 struct Input {
-    router: &'static Router,
+    plan: &'static Plan,
     seed: u64,
     /// The host could not list the headers.
     broken: bool,
@@ -1205,7 +1190,7 @@ fn parse_input(data: &[u8]) -> Input {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     });
     let mut input = Input {
-        router: &routers[pick % routers.len()],
+        plan: &routers[pick % routers.len()],
         seed,
         broken: first.contains(&b'!'),
         headers: Vec::new(),
@@ -1231,15 +1216,15 @@ fn parse_input(data: &[u8]) -> Input {
     input
 }
 
-fn request<'r>(router: &'r Router, input: &'r Input) -> Request<'r, JsonClaims> {
+fn request<'r>(plan: &'r Plan, input: &'r Input) -> Request<'r, JsonClaims> {
     let headers = if input.broken {
         Err(LookupError)
     } else {
         Ok(input.headers.as_slice())
     };
     Request::new(
-        &router.slots,
-        &router.jwt,
+        &plan.slots,
+        &plan.jwt,
         JsonClaims(input.claims.clone()),
         headers,
     )
@@ -1285,7 +1270,7 @@ fn model_rule(rule: &Rule, request: &impl RequestView, input: &Input) -> Result<
     Ok(match rule.source {
         Source::Header(slot) => {
             request.header(slot)?;
-            let name = input.router.slots.header_name(slot);
+            let name = input.plan.slots.header_name(slot);
             let mut values = input
                 .headers
                 .iter()
@@ -1332,10 +1317,10 @@ fn strings_of(value: &Value, out: &mut Vec<Vec<u8>>) {
 /// value from the request. Sound check: `describe` is `; `-separated `k=v` fields,
 /// so a run of a request value free of `;` and `=` that shows up in it lies
 /// within one field, and must then be part of a name the configuration gave.
-fn check_no_leak(router: &Router, text: &str, values: &[Vec<u8>]) {
-    let mut vocabulary: Vec<&str> = router.subsets.iter().map(String::as_str).collect();
-    vocabulary.extend(router.rules.rules().iter().map(|r| r.name.as_str()));
-    vocabulary.extend(router.sticky_keys.iter().map(|k| k.label.as_str()));
+fn check_no_leak(plan: &Plan, text: &str, values: &[Vec<u8>]) {
+    let mut vocabulary: Vec<&str> = plan.subsets.iter().map(String::as_str).collect();
+    vocabulary.extend(plan.rules.rules().iter().map(|r| r.name.as_str()));
+    vocabulary.extend(plan.sticky_keys.iter().map(|k| k.label.as_str()));
     vocabulary.extend(Reason::ALL.iter().map(|r| r.as_str()));
     vocabulary.extend(["pin", "new", "shadow"]);
     for value in values {
@@ -1355,64 +1340,64 @@ fn check_no_leak(router: &Router, text: &str, values: &[Vec<u8>]) {
 /// explained by the request, the same every time, and its description leaks nothing.
 pub fn decide(data: &[u8]) {
     let input = parse_input(data);
-    let router = input.router;
-    let req = request(router, &input);
-    let decision = decide::decide(router, &req, &mut SplitMix64::new(input.seed));
+    let plan = input.plan;
+    let req = request(plan, &input);
+    let decision = decide::decide(plan, &req, &mut SplitMix64::new(input.seed));
 
     // Deterministic, on the same request and on a fresh one.
-    let again = decide::decide(router, &req, &mut SplitMix64::new(input.seed));
+    let again = decide::decide(plan, &req, &mut SplitMix64::new(input.seed));
     assert_eq!(decision, again);
-    let fresh = request(router, &input);
+    let fresh = request(plan, &input);
     assert_eq!(
         decision,
-        decide::decide(router, &fresh, &mut SplitMix64::new(input.seed))
+        decide::decide(plan, &fresh, &mut SplitMix64::new(input.seed))
     );
     // The proxy's path: the same headers as the host serializes them, read in place.
     if !input.broken {
-        let buffer = header_map::serialize(
-            input
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_slice())),
-        );
-        let pairs: Vec<(&[u8], &[u8])> = header_map::SerializedPairs::new(&buffer).collect();
+        let listed: Vec<(&[u8], &[u8])> = input
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+            .collect();
+        let buffer = pairs::serialize(&listed);
+        let pairs: Vec<(&[u8], &[u8])> = pairs::Pairs::new(&buffer).collect();
         assert_eq!(pairs.len(), input.headers.len());
         for ((name, value), (n, v)) in pairs.iter().zip(&input.headers) {
             assert_eq!((*name, *value), (n.as_bytes(), v.as_slice()));
         }
         let in_place = Request::from_pairs(
-            &router.slots,
-            &router.jwt,
+            &plan.slots,
+            &plan.jwt,
             JsonClaims(input.claims.clone()),
-            Ok(header_map::SerializedPairs::new(&buffer)),
+            Ok(pairs::Pairs::new(&buffer)),
         );
         assert_eq!(
             decision,
-            decide::decide(router, &in_place, &mut SplitMix64::new(input.seed))
+            decide::decide(plan, &in_place, &mut SplitMix64::new(input.seed))
         );
     }
     // Whatever bytes the host hands over, walking them lists slices of them and
     // never reads past the end.
-    for (name, value) in header_map::SerializedPairs::new(data) {
+    for (name, value) in pairs::Pairs::new(data) {
         assert!(name.len() + value.len() <= data.len());
     }
 
-    let n = router.subsets.len();
+    let n = plan.subsets.len();
     assert!(decision.subset < n, "{decision:?}");
-    assert!(router.metrics.requests[decision.subset]
+    assert!(plan.metrics.requests[decision.subset]
         .get(decision.reason.index())
         .is_some());
     if let Some(bucket) = decision.bucket {
         assert!(bucket < BUCKETS);
-        assert_eq!(router.split.subset_of(bucket), Some(decision.subset));
+        assert_eq!(plan.split.subset_of(bucket), Some(decision.subset));
     }
 
     if !input.broken {
-        check_request_view(router, &input, &req);
+        check_request_view(plan, &input, &req);
     }
     // Rules: the model agrees with each rule, and the first match decides.
     let mut first = None;
-    for (i, rule) in router.rules.rules().iter().enumerate() {
+    for (i, rule) in plan.rules.rules().iter().enumerate() {
         let got = rule.matches(&req);
         assert_eq!(got, model_rule(rule, &req, &input), "rule {}", rule.name);
         match got {
@@ -1431,31 +1416,31 @@ pub fn decide(data: &[u8]) {
         Some(Ok(i)) => {
             assert_eq!(decision.reason, Reason::Rule);
             assert_eq!(decision.rule, Some(i));
-            assert_eq!(decision.subset, router.rules.rules()[i].subset);
+            assert_eq!(decision.subset, plan.rules.rules()[i].subset);
             assert_eq!((decision.key, decision.bucket), (None, None));
         }
         Some(Err(_)) => assert_eq!(decision.reason, Reason::Fallback),
         None if input.broken => assert_eq!(decision.reason, Reason::Fallback),
-        None => check_unruled(router, &req, &decision),
+        None => check_unruled(plan, &req, &decision),
     }
     if decision.reason == Reason::Fallback {
-        assert_eq!(decision.subset, router.default_subset);
+        assert_eq!(decision.subset, plan.default_subset);
         assert!(input.broken, "only a failed host read falls back");
     }
 
-    let text = decision.describe(router);
+    let text = decision.describe(plan);
     assert!(text.starts_with(&format!(
         "subset={}; reason=",
-        router.subsets[decision.subset]
+        plan.subsets[decision.subset]
     )));
-    assert_eq!(text.ends_with("; mode=shadow"), router.mode == Mode::Shadow);
+    assert_eq!(text.ends_with("; mode=shadow"), plan.mode == Mode::Shadow);
     let mut values: Vec<Vec<u8>> = input.headers.iter().map(|(_, v)| v.clone()).collect();
     if let Some(claims) = &input.claims {
         claims.values().for_each(|v| strings_of(v, &mut values));
     }
     for (name, value) in &input.headers {
         if name == "authorization" {
-            if let Some(payload) = claims::bearer_token(value).and_then(claims::bearer_payload) {
+            if let Some(payload) = jwt::bearer_token(value).and_then(claims::bearer_payload) {
                 payload
                     .to_map()
                     .values()
@@ -1463,12 +1448,12 @@ pub fn decide(data: &[u8]) {
             }
         }
     }
-    check_no_leak(router, &text, &values);
+    check_no_leak(plan, &text, &values);
 }
 
 /// Header and cookie slots hold what Envoy's header list says.
-fn check_request_view(router: &Router, input: &Input, req: &impl RequestView) {
-    let slots = &router.slots;
+fn check_request_view(plan: &Plan, input: &Input, req: &impl RequestView) {
+    let slots = &plan.slots;
     for slot in 0..slots.header_count() {
         let name = slots.header_name(slot);
         let values: Vec<&[u8]> = input
@@ -1493,8 +1478,8 @@ fn check_request_view(router: &Router, input: &Input, req: &impl RequestView) {
 
 /// No rule matched and every read worked: a sticky key's hash, else a pin, else
 /// a random draw.
-fn check_unruled(router: &Router, req: &impl RequestView, decision: &Decision) {
-    let key = router
+fn check_unruled(plan: &Plan, req: &impl RequestView, decision: &Decision) {
+    let key = plan
         .sticky_keys
         .iter()
         .enumerate()
@@ -1503,22 +1488,22 @@ fn check_unruled(router: &Router, req: &impl RequestView, decision: &Decision) {
     match (decision.reason, key) {
         (Reason::Hash, Some((index, value))) => {
             assert_eq!(decision.key, Some(index));
-            assert_eq!(bucket, router.split.bucket(&value));
+            assert_eq!(bucket, plan.split.bucket(&value));
             assert!(decision.new_pin.is_none());
         }
         (Reason::Pin, None) => {
-            let pin = router.pin.as_ref().expect("a pin decision without pins");
+            let pin = plan.pin.as_ref().expect("a pin decision without pins");
             let value = req.cookie(pin.slot).unwrap().expect("a pin cookie");
             assert!(pin::is_well_formed(value));
-            assert_eq!(bucket, router.split.bucket(value));
+            assert_eq!(bucket, plan.split.bucket(value));
             assert!(decision.key.is_none() && decision.new_pin.is_none());
         }
         (Reason::Random, None) => {
             assert!(decision.key.is_none());
-            match (&router.pin, decision.new_pin) {
+            match (&plan.pin, decision.new_pin) {
                 (Some(_), Some(id)) => {
                     assert!(pin::is_well_formed(id.as_bytes()));
-                    assert_eq!(bucket, router.split.bucket(id.as_bytes()));
+                    assert_eq!(bucket, plan.split.bucket(id.as_bytes()));
                 }
                 (None, None) => {}
                 other => panic!("new pin and pin config disagree: {other:?}"),

@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn bucket_formula_is_the_documented_one() {
-        // Documented in the README so other tools can recompute a user's bucket.
+        // Documented in docs/configuration.md so other tools can recompute a user's bucket.
         let expected = (xxh64(b"alice", xxh64(b"api-2026-11", 0)) % 10_000) as u16;
         assert_eq!(
             Split::new(&[10000], "api-2026-11").bucket(b"alice"),

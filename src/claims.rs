@@ -15,7 +15,9 @@ use std::cell::Cell;
 
 use serde_json::Value;
 
-use crate::json::walk;
+use crate::formats::jwt::base64url_decode_into;
+use crate::formats::pairs::{serialize, Pairs};
+use crate::json::{number_text, walk};
 
 /// A claim as a value of its own (tests, tools); the decision reads the
 /// borrowed [`ClaimRef`], which holds the same.
@@ -90,7 +92,7 @@ impl<'a> ClaimList<'a> {
     /// The elements as text, in order.
     pub fn items(&self) -> ClaimItems<'a> {
         ClaimItems(match *self {
-            ClaimList::Envoy(bytes) => Items::Envoy(Pairs::new(bytes)),
+            ClaimList::Envoy(bytes) => Items::Envoy(envoy_map(bytes)),
             ClaimList::Json(text) => Items::Json(walk::elements(text)),
         })
     }
@@ -109,7 +111,7 @@ impl<'a> Iterator for ClaimItems<'a> {
 
     fn next(&mut self) -> Option<Cow<'a, [u8]>> {
         match &mut self.0 {
-            Items::Envoy(pairs) => pairs.as_mut()?.next_pair().map(|(key, _)| lossy(key)),
+            Items::Envoy(pairs) => pairs.as_mut()?.next().map(|(key, _)| lossy(key)),
             Items::Json(values) => values.find_map(json_scalar),
         }
     }
@@ -128,19 +130,6 @@ fn lossy(bytes: &[u8]) -> Cow<'_, [u8]> {
 
 /// A claim name split on `.` once at configure time (`realm_access.roles`).
 pub type ClaimPath = [String];
-
-/// The token of an `Authorization: Bearer <token>` value (scheme case-insensitive).
-pub fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
-    let scheme = authorization.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = authorization.get(7..)?;
-    let start = token.iter().position(|&b| b != b' ')?;
-    let token = token.get(start..)?;
-    let end = token.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
-    token.get(..end).filter(|t| !t.is_empty())
-}
 
 /// The JSON object in the middle segment of a compact JWS, or `None` for anything
 /// that is not exactly `header.payload.signature` with a base64url JSON object.
@@ -302,6 +291,7 @@ fn json_number(text: &[u8]) -> Option<Cow<'_, [u8]>> {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The claim at `path` in a decoded payload; `null` counts as absent. The map
 /// reading of [`JsonObject::claim_ref`] (tools and tests).
 pub fn lookup(payload: &serde_json::Map<String, Value>, path: &ClaimPath) -> Option<Claim> {
@@ -358,6 +348,7 @@ impl Payload {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// The claim at `path` in jwt_authn's payload as Envoy serializes a
 /// `google.protobuf.Struct` (observed on Envoy 1.40, see ENVOY-NOTES):
 /// a pairs map (u32 count, u32 key/value sizes, then each key and value
@@ -391,18 +382,7 @@ pub fn envoy_lookup_ref<'a>(payload: &'a [u8], path: &ClaimPath) -> Option<Claim
 /// through exactly the decoding the proxy uses.
 pub fn to_envoy_bytes(value: &Value) -> Vec<u8> {
     fn pairs(entries: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
-        let mut out = (entries.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in &entries {
-            out.extend((k.len() as u32).to_le_bytes());
-            out.extend((v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in entries {
-            out.extend(k);
-            out.push(0);
-            out.extend(v);
-            out.push(0);
-        }
-        out
+        serialize(&entries)
     }
     match value {
         Value::String(s) => s.as_bytes().to_vec(),
@@ -426,6 +406,7 @@ pub fn to_envoy_bytes(value: &Value) -> Vec<u8> {
     }
 }
 
+#[cfg(any(test, feature = "internals"))]
 /// One value in Envoy's serialization. The bytes carry no type tag, so text wins
 /// whenever they read as printable UTF-8; only then are the binary shapes tried.
 pub fn from_envoy_bytes(bytes: &[u8]) -> Claim {
@@ -457,78 +438,21 @@ pub fn from_envoy_ref(bytes: &[u8]) -> ClaimRef<'_> {
     }
 }
 
-/// A number as JSON would print it: integers without a fraction.
-pub(crate) fn number_text(n: f64) -> String {
-    if n.is_finite() && n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
-        format!("{}", n as i64)
-    } else {
-        // serde_json's shortest float printer: the core one adds ~13 KiB of .wasm.
-        serde_json::Number::from_f64(n).map_or_else(|| "null".to_owned(), |n| n.to_string())
-    }
-}
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<usize> {
-    let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-    usize::try_from(u32::from_le_bytes(raw)).ok()
-}
-
-/// Envoy's serialized pairs map, read pair by pair in place: nothing is collected.
-struct Pairs<'a> {
-    bytes: &'a [u8],
-    count: usize,
-    /// The next pair's index.
-    next: usize,
-    /// Where the next pair's key starts.
-    data: usize,
-}
-
-impl<'a> Pairs<'a> {
-    /// `None` unless `bytes` starts like a pairs map.
-    fn new(bytes: &'a [u8]) -> Option<Pairs<'a>> {
-        let count = read_u32(bytes, 0)?;
-        // Each pair needs 8 bytes of sizes and 2 NULs: rules out huge counts early.
-        if count == 0 || count > bytes.len() / 10 {
-            return None;
-        }
-        let data = 4usize.checked_add(count.checked_mul(8)?)?;
-        Some(Pairs {
-            bytes,
-            count,
-            next: 0,
-            data,
-        })
-    }
-
-    /// The next `(key, value)`; `None` after the last one or at malformed bytes.
-    fn next_pair(&mut self) -> Option<(&'a [u8], &'a [u8])> {
-        if self.next >= self.count {
-            return None;
-        }
-        let sizes = 4 + self.next * 8;
-        let key_len = read_u32(self.bytes, sizes)?;
-        let value_len = read_u32(self.bytes, sizes + 4)?;
-        let key = take_nul_terminated(self.bytes, &mut self.data, key_len)?;
-        let value = take_nul_terminated(self.bytes, &mut self.data, value_len)?;
-        self.next += 1;
-        Some((key, value))
-    }
-
-    /// Every pair was read and the last one ends the bytes.
-    fn read_whole(&self) -> bool {
-        self.next == self.count && self.data == self.bytes.len()
-    }
+/// A pairs map as Envoy serializes a payload's object or list; `None` unless
+/// the bytes start like one.
+fn envoy_map(bytes: &[u8]) -> Option<Pairs<'_>> {
+    let pairs = Pairs::new(bytes);
+    let count = pairs.declared_count();
+    // Each entry needs 8 bytes of sizes and 2 NULs: rules out huge counts, and
+    // text that merely starts with a small number, early.
+    (count != 0 && count <= bytes.len() / 10).then_some(pairs)
 }
 
 /// The value of `key` in a serialized pairs map: the per-request claim lookup
 /// stops at the match.
 fn find_pair<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    let mut pairs = Pairs::new(bytes)?;
-    while let Some((k, v)) = pairs.next_pair() {
-        if crate::slots::same_name(k, key) {
-            return Some(v);
-        }
-    }
-    None
+    envoy_map(bytes)?.find_map(|(k, v)| crate::slots::same_name(k, key).then_some(v))
 }
 
 /// A pairs map whose values are all empty: how Envoy serializes a list (an object
@@ -540,117 +464,11 @@ fn is_list_shaped(bytes: &[u8]) -> bool {
 /// `None` unless `bytes` is exactly one serialized pairs map; else whether all
 /// its values are empty (a list).
 fn pairs_shape(bytes: &[u8]) -> Option<bool> {
-    let mut pairs = Pairs::new(bytes)?;
-    let mut list = true;
-    while let Some((_, value)) = pairs.next_pair() {
-        list &= value.is_empty();
-    }
-    pairs.read_whole().then_some(list)
-}
-
-fn take_nul_terminated<'a>(bytes: &'a [u8], at: &mut usize, len: usize) -> Option<&'a [u8]> {
-    let end = at.checked_add(len)?;
-    let value = bytes.get(*at..end)?;
-    if *bytes.get(end)? != 0 {
-        return None;
-    }
-    *at = end + 1;
-    Some(value)
-}
-
-/// base64url without padding (RFC 4648 §5).
-pub fn base64url_encode(data: &[u8]) -> String {
-    let digit = |six: u32| -> char {
-        let six = (six & 63) as u8;
-        char::from(match six {
-            0..=25 => b'A' + six,
-            26..=51 => b'a' + (six - 26),
-            52..=61 => b'0' + (six - 52),
-            62 => b'-',
-            _ => b'_',
-        })
-    };
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(digit(n >> (18 - 6 * i)));
-        }
-    }
-    out
-}
-
-/// base64url (RFC 4648 §5), padding optional; `None` on any other byte.
-///
-/// The hot path of `payload_header` claims: four digits at a time through a
-/// table, into a buffer sized once (about 6 instructions a digit, where pushing
-/// bit by bit took 35). Bits past the last whole byte are ignored.
-pub fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    base64url_decode_into(input, &mut out).then_some(out)
-}
-
-/// [`base64url_decode`] into `out` (its allocation reused): whether `input` is
-/// base64url. `out` holds the data, or anything when it is not.
-pub fn base64url_decode_into(input: &[u8], out: &mut Vec<u8>) -> bool {
-    // Any number of trailing `=`; one anywhere else is not a digit (rejected below).
-    let end = input.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
-    let body = input.get(..end).unwrap_or_default();
-    if body.len() % 4 == 1 {
-        return false;
-    }
-    out.clear();
-    out.resize(body.len() / 4 * 3 + (body.len() % 4).saturating_sub(1), 0);
-    // Invalid digits are 0xff in the table: any one sets bits above the low six.
-    let mut invalid = 0u32;
-    let quads = body.chunks_exact(4);
-    let tail = quads.remainder();
-    let mut bytes = out.chunks_exact_mut(3);
-    for (quad, three) in quads.zip(&mut bytes) {
-        if let ([a, b, c, d], [x, y, z]) = (quad, three) {
-            let (a, b, c, d) = (b64_digit(*a), b64_digit(*b), b64_digit(*c), b64_digit(*d));
-            invalid |= a | b | c | d;
-            let n = (a << 18) | (b << 12) | (c << 6) | d;
-            (*x, *y, *z) = ((n >> 16) as u8, (n >> 8) as u8, n as u8);
-        }
-    }
-    // 2 or 3 digits left: 1 or 2 bytes, in the buffer's last bytes.
-    let mut n = 0u32;
-    for &c in tail {
-        let v = b64_digit(c);
-        invalid |= v;
-        n = (n << 6) | v;
-    }
-    let n = n << (6 * (4 - tail.len() as u32) % 24);
-    for (out, byte) in bytes.into_remainder().iter_mut().zip(&n.to_be_bytes()[1..]) {
-        *out = *byte;
-    }
-    invalid < 64
-}
-
-fn b64_digit(c: u8) -> u32 {
-    B64_DIGITS
-        .get(usize::from(c))
-        .map_or(0xff, |&v| u32::from(v))
-}
-
-/// Each byte's base64url value; 0xff for a byte that is not a digit.
-static B64_DIGITS: [u8; 256] = b64_digits();
-
-// Evaluated at compile time, where an index out of bounds would fail the build.
-#[allow(clippy::indexing_slicing)]
-const fn b64_digits() -> [u8; 256] {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut table = [0xff; 256];
-    let mut i = 0;
-    while i < 64 {
-        table[ALPHABET[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
+    let mut pairs = envoy_map(bytes)?;
+    let list = pairs.by_ref().all(|(_, value)| value.is_empty());
+    // `all` stops at the first non-empty value: read the rest to check the shape.
+    pairs.by_ref().for_each(drop);
+    pairs.is_complete().then_some(list)
 }
 
 #[cfg(test)]
@@ -659,6 +477,7 @@ mod json_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::jwt::base64url_encode;
 
     fn path(s: &str) -> Vec<String> {
         s.split('.').map(str::to_owned).collect()
@@ -673,114 +492,6 @@ mod tests {
         let claim = object.claim_ref(path).map(|c| c.to_claim());
         assert_eq!(claim, lookup(&object.to_map(), path), "{path:?}");
         claim
-    }
-
-    #[test]
-    fn base64url_round_trips() {
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"\xff\xfe\xfd\x00"] {
-            assert_eq!(base64url_decode(b64(data).as_bytes()).unwrap(), data);
-        }
-        assert_eq!(base64url_decode(b"Zm9vYg==").unwrap(), b"foob");
-        assert_eq!(base64url_encode(b"foob"), "Zm9vYg");
-        assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
-        assert_eq!(base64url_decode(b"Zm9v+g"), None);
-        assert_eq!(base64url_decode(b"Z"), None);
-        assert_eq!(base64url_decode(b"Zm=9"), None);
-    }
-
-    /// The decoder before the table: one digit at a time, bit by bit.
-    fn reference_base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
-        let input = match input.iter().position(|&b| b == b'=') {
-            Some(pad) if input.get(pad..)?.iter().all(|&b| b == b'=') => input.get(..pad)?,
-            Some(_) => return None,
-            None => input,
-        };
-        if input.len() % 4 == 1 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(input.len() * 3 / 4);
-        let mut acc = 0u32;
-        let mut bits = 0u32;
-        for &c in input {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'-' => 62,
-                b'_' => 63,
-                _ => return None,
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-                acc &= (1 << bits) - 1;
-            }
-        }
-        Some(out)
-    }
-
-    #[test]
-    fn base64url_decodes_like_the_reference() {
-        let same = |input: &[u8]| {
-            assert_eq!(
-                base64url_decode(input),
-                reference_base64url_decode(input),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-        };
-        // Every input of up to 2 bytes.
-        same(b"");
-        for a in 0..=255u8 {
-            same(&[a]);
-            for b in 0..=255u8 {
-                same(&[a, b]);
-            }
-        }
-        // Every input of up to 5 bytes over the digits' range edges, padding,
-        // and bytes next to the ranges.
-        let alphabet = b"AZaz09-_=+/.@[`{ \x00\xff";
-        let n = alphabet.len();
-        for len in 3..=5u32 {
-            for mut code in 0..n.pow(len) {
-                let input: Vec<u8> = (0..len)
-                    .map(|_| {
-                        let c = alphabet[code % n];
-                        code /= n;
-                        c
-                    })
-                    .collect();
-                same(&input);
-            }
-        }
-        // Random lengths and bytes: mostly digits, some padding, some garbage.
-        let mut rng = crate::rng::SplitMix64::new(11);
-        let digits = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for _ in 0..200_000 {
-            let len = (rng.next_u64() % 64) as usize;
-            let mut input: Vec<u8> = (0..len)
-                .map(|_| digits[(rng.next_u64() % 64) as usize])
-                .collect();
-            match rng.next_u64() % 8 {
-                0 => input.extend(std::iter::repeat_n(b'=', (rng.next_u64() % 4) as usize)),
-                1 if len > 0 => {
-                    let at = (rng.next_u64() % len as u64) as usize;
-                    input[at] = rng.next_u64() as u8;
-                }
-                2 if len > 0 => {
-                    let at = (rng.next_u64() % len as u64) as usize;
-                    input.insert(at, b'=');
-                }
-                _ => {}
-            }
-            same(&input);
-            // Encoded data, padded or not, decodes back.
-            let data = &input[..len.min(input.len()) / 2];
-            let encoded = b64(data);
-            assert_eq!(base64url_decode(encoded.as_bytes()).as_deref(), Some(data));
-        }
     }
 
     #[test]
@@ -804,15 +515,6 @@ mod tests {
             both(&third, &path("groups")),
             Some(Claim::List(vec!["d".into()]))
         );
-    }
-
-    #[test]
-    fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"bearer   abc  "), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"Bearer "), None);
-        assert_eq!(bearer_token(b"Basic abc"), None);
-        assert_eq!(bearer_token(b"Bearer"), None);
     }
 
     #[test]

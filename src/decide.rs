@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::bucket::{random_bucket, Split};
+use crate::labels::Reason;
 use crate::pin::{self, PinId};
+use crate::plan::{Mode, Plan};
 use crate::request::{LookupError, RequestView};
-use crate::router::{Mode, Router};
 use crate::rules::Source;
 
 /// Where randomness comes from: a fast generator for keyless draws, and strong
@@ -16,50 +17,10 @@ pub trait Entropy {
     fn pin_bits(&mut self) -> [u8; 16];
 }
 
-/// Why a subset was chosen. Also the `reason` label of the request counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// A rule matched.
-    Rule = 0,
-    /// A sticky key was hashed against the weights.
-    Hash = 1,
-    /// No sticky key, but a pin cookie: the pin was hashed.
-    Pin = 2,
-    /// No sticky key and no pin: a random draw by weight (or a new pin's hash).
-    Random = 3,
-    /// The decision could not be made (a host read failed): `default_subset`.
-    Fallback = 4,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 5] = [
-        Reason::Rule,
-        Reason::Hash,
-        Reason::Pin,
-        Reason::Random,
-        Reason::Fallback,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Rule => "rule",
-            Reason::Hash => "hash",
-            Reason::Pin => "pin",
-            Reason::Random => "random",
-            Reason::Fallback => "fallback",
-        }
-    }
-
-    /// Position in [`Reason::ALL`] (the layout of the metric tables).
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// The outcome for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// Index into `Router::subsets`.
+    /// Index into `Plan::subsets`.
     pub subset: usize,
     pub reason: Reason,
     /// The matching rule (reason `Rule`).
@@ -77,9 +38,9 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn fallback(router: &Router) -> Decision {
+    fn fallback(plan: &Plan) -> Decision {
         Decision {
-            subset: router.default_subset,
+            subset: plan.default_subset,
             reason: Reason::Fallback,
             rule: None,
             key: None,
@@ -90,30 +51,21 @@ impl Decision {
         }
     }
 
-    /// Apply a tripped brake on `subset`: requests that chose it go to the
-    /// default subset instead (rule matches too, unless `stop_rules` is false).
-    pub fn brake(&mut self, router: &Router, subset: usize, stop_rules: bool) {
-        if self.subset == subset && (stop_rules || self.reason != Reason::Rule) {
-            self.subset = router.default_subset;
-            self.braked = true;
-        }
-    }
-
     /// The decision header value: `subset=v2; reason=rule; rule=staff`,
     /// `subset=v1; reason=hash; key=cookie:session_id; bucket=4711`. It names the
     /// key's source, never its value (which may be personal data).
-    pub fn describe(&self, router: &Router) -> String {
+    pub fn describe(&self, plan: &Plan) -> String {
         let mut out = String::with_capacity(64);
         let _ = write!(
             out,
             "subset={}; reason={}",
-            router.subset_name(self.subset),
+            plan.subset_name(self.subset),
             self.reason.as_str()
         );
-        if let Some(rule) = self.rule.and_then(|i| router.rules.rules().get(i)) {
+        if let Some(rule) = self.rule.and_then(|i| plan.rules.rules().get(i)) {
             let _ = write!(out, "; rule={}", rule.name);
         }
-        if let Some(key) = self.key.and_then(|i| router.sticky_keys.get(i)) {
+        if let Some(key) = self.key.and_then(|i| plan.sticky_keys.get(i)) {
             let _ = write!(out, "; key={}", key.label);
         } else if self.reason == Reason::Pin {
             out.push_str("; key=pin");
@@ -128,36 +80,79 @@ impl Decision {
             out.push_str("; brake=tripped");
         }
         // Shadow mode computes a new pin like enforce mode would, but never sets it.
-        if self.new_pin.is_some() && router.mode == Mode::Enforce {
+        if self.new_pin.is_some() && plan.mode == Mode::Enforce {
             out.push_str("; pin=new");
         }
-        if router.mode == Mode::Shadow {
+        if plan.mode == Mode::Shadow {
             out.push_str("; mode=shadow");
         }
         out
     }
 }
 
-/// Decide for one request: rules in order, else the first present sticky key's
-/// bucket, else the pin cookie's bucket, else a random bucket (a new pin's, when
-/// pins are on). Any read error yields `default_subset` with reason `Fallback`.
-pub fn decide(router: &Router, request: &impl RequestView, entropy: &mut impl Entropy) -> Decision {
-    decide_with(router, &router.split, request, entropy)
+/// What a decision depends on besides the plan and the request: the split in
+/// force (the configured one, or the ramp's step now: [`Plan::split_at`]) and
+/// whether the brake holds. The filter keeps the split current on its tick and
+/// asks the proxy about the brake only when a decision lands on the braked
+/// subset; `explain` and `simulate` pass what they are told.
+pub struct Conditions<'a, B: FnOnce() -> bool> {
+    pub split: &'a Split,
+    /// Asked at most once, and only for a decision the brake would change.
+    pub brake_holds: B,
 }
 
-/// [`decide`] with the split in force now (a ramp step), not the configured one.
+impl<'a> Conditions<'a, fn() -> bool> {
+    /// The configured split, brake released.
+    pub fn configured(plan: &'a Plan) -> Self {
+        Conditions {
+            split: &plan.split,
+            brake_holds: || false,
+        }
+    }
+}
+
+/// Decide for one request: rules in order, else the first present sticky key's
+/// bucket, else the pin cookie's bucket, else a random bucket (a new pin's, when
+/// pins are on); then, when the brake holds, its subset's requests go to the
+/// default subset (rule matches too, unless `stop_rules` is false). Any read
+/// error yields `default_subset` with reason `Fallback`.
+pub fn decide(plan: &Plan, request: &impl RequestView, entropy: &mut impl Entropy) -> Decision {
+    decide_with(plan, Conditions::configured(plan), request, entropy)
+}
+
+/// [`decide`] under `conditions` (a ramp's step, a tripped brake).
 pub fn decide_with(
-    router: &Router,
+    plan: &Plan,
+    conditions: Conditions<'_, impl FnOnce() -> bool>,
+    request: &impl RequestView,
+    entropy: &mut impl Entropy,
+) -> Decision {
+    let mut decision = decide_split(plan, conditions.split, request, entropy);
+    if let Some(brake) = &plan.brake {
+        if decision.subset == brake.subset
+            && (brake.stop_rules || decision.reason != Reason::Rule)
+            && (conditions.brake_holds)()
+        {
+            decision.subset = plan.default_subset;
+            decision.braked = true;
+        }
+    }
+    decision
+}
+
+/// The decision before the brake.
+fn decide_split(
+    plan: &Plan,
     split: &Split,
     request: &impl RequestView,
     entropy: &mut impl Entropy,
 ) -> Decision {
-    let rule = match router.rules.first_match(request) {
+    let rule = match plan.rules.first_match(request) {
         Ok(rule) => rule,
-        Err(_) => return Decision::fallback(router),
+        Err(_) => return Decision::fallback(plan),
     };
     if let Some(index) = rule {
-        return match router.rules.rules().get(index) {
+        return match plan.rules.rules().get(index) {
             Some(r) => Decision {
                 subset: r.subset,
                 reason: Reason::Rule,
@@ -168,17 +163,17 @@ pub fn decide_with(
                 step: split.step(),
                 braked: false,
             },
-            None => Decision::fallback(router),
+            None => Decision::fallback(plan),
         };
     }
 
-    let key = match first_key(router, split, request) {
+    let key = match first_key(plan, split, request) {
         Ok(key) => key,
-        Err(_) => return Decision::fallback(router),
+        Err(_) => return Decision::fallback(plan),
     };
     let (bucket, reason, key, new_pin) = match key {
         Some((index, bucket)) => (bucket, Reason::Hash, Some(index), None),
-        None => match pinned(router, split, request, entropy) {
+        None => match pinned(plan, split, request, entropy) {
             Ok(Some(pinned)) => pinned,
             Ok(None) => (
                 random_bucket(entropy.next_u64()),
@@ -186,7 +181,7 @@ pub fn decide_with(
                 None,
                 None,
             ),
-            Err(_) => return Decision::fallback(router),
+            Err(_) => return Decision::fallback(plan),
         },
     };
     match split.subset_of(bucket) {
@@ -200,7 +195,7 @@ pub fn decide_with(
             step: split.step(),
             braked: false,
         },
-        None => Decision::fallback(router),
+        None => Decision::fallback(plan),
     }
 }
 
@@ -208,12 +203,12 @@ type Pinned = (u16, Reason, Option<usize>, Option<PinId>);
 
 /// With pins on: the pin cookie's bucket, or a new pin's. `None` when pins are off.
 fn pinned(
-    router: &Router,
+    plan: &Plan,
     split: &Split,
     request: &impl RequestView,
     entropy: &mut impl Entropy,
 ) -> Result<Option<Pinned>, LookupError> {
-    let Some(pin) = &router.pin else {
+    let Some(pin) = &plan.pin else {
         return Ok(None);
     };
     if let Some(value) = request.cookie(pin.slot)? {
@@ -232,11 +227,11 @@ fn pinned(
 
 /// The first present, non-empty sticky key: its index and bucket.
 fn first_key(
-    router: &Router,
+    plan: &Plan,
     split: &Split,
     request: &impl RequestView,
 ) -> Result<Option<(usize, u16)>, LookupError> {
-    for (index, key) in router.sticky_keys.iter().enumerate() {
+    for (index, key) in plan.sticky_keys.iter().enumerate() {
         let claim;
         let value = match key.source {
             Source::Header(slot) => request.header(slot)?,

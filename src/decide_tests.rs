@@ -3,7 +3,16 @@
 
 use serde_json::{json, Value};
 
-use super::{Decision, Entropy, Reason, Router};
+use super::{Conditions, Decision, Entropy, Plan, Reason};
+use crate::bucket::Split;
+
+/// A split in force, brake released.
+fn at(split: &Split) -> Conditions<'_, fn() -> bool> {
+    Conditions {
+        split,
+        brake_holds: || false,
+    }
+}
 use crate::config::load;
 use crate::request::{JsonClaims, LookupError, Request};
 
@@ -37,7 +46,17 @@ impl Fake {
 }
 
 /// Decide through the real `Request` adapter, as the filter does.
-fn decide(router: &Router, fake: &Fake, entropy: &mut impl Entropy) -> Decision {
+fn decide(plan: &Plan, fake: &Fake, entropy: &mut impl Entropy) -> Decision {
+    decide_under(plan, Conditions::configured(plan), fake, entropy)
+}
+
+/// [`decide`] under `conditions`.
+fn decide_under(
+    plan: &Plan,
+    conditions: Conditions<'_, impl FnOnce() -> bool>,
+    fake: &Fake,
+    entropy: &mut impl Entropy,
+) -> Decision {
     let headers = if fake.broken {
         Err(LookupError)
     } else {
@@ -47,12 +66,12 @@ fn decide(router: &Router, fake: &Fake, entropy: &mut impl Entropy) -> Decision 
         Some(Value::Object(map)) => JsonClaims(Some(map.clone())),
         _ => JsonClaims(None),
     };
-    let request = Request::new(&router.slots, &router.jwt, claims, headers);
-    super::decide(router, &request, entropy)
+    let request = Request::new(&plan.slots, &plan.jwt, claims, headers);
+    super::decide_with(plan, conditions, &request, entropy)
 }
 
-fn router(json: &str) -> Router {
-    load(json.as_bytes()).unwrap().router
+fn plan(json: &str) -> Plan {
+    load(json.as_bytes()).unwrap().plan
 }
 
 /// Entropy for decisions that must not draw anything.
@@ -79,19 +98,19 @@ impl Entropy for Fixed {
     }
 }
 
-fn decide_on(router: &Router, request: &Fake) -> (String, Reason, Option<String>) {
-    let d = decide(router, request, &mut NoRandom);
-    let rule = d.rule.map(|i| router.rules.rules()[i].name.clone());
-    (router.subset_name(d.subset).to_owned(), d.reason, rule)
+fn decide_on(plan: &Plan, request: &Fake) -> (String, Reason, Option<String>) {
+    let d = decide(plan, request, &mut NoRandom);
+    let rule = d.rule.map(|i| plan.rules.rules()[i].name.clone());
+    (plan.subset_name(d.subset).to_owned(), d.reason, rule)
 }
 
-fn rule_hit(router: &Router, request: Fake) -> Option<String> {
-    decide_on(router, &request).2
+fn rule_hit(plan: &Plan, request: Fake) -> Option<String> {
+    decide_on(plan, &request).2
 }
 
 #[test]
 fn contract_rules_route_and_first_match_wins() {
-    let r = router(CONTRACT);
+    let r = plan(CONTRACT);
     assert_eq!(
         rule_hit(&r, Fake::new().header("x-canary", "always")).as_deref(),
         Some("qa")
@@ -140,7 +159,7 @@ fn contract_rules_route_and_first_match_wins() {
 
 #[test]
 fn rules_beat_weights() {
-    let r = router(
+    let r = plan(
         r#"{"subsets":[{"name":"v1","weight":100},{"name":"v2","weight":0}],
             "sticky":{"keys":[{"header":"x-user-id"}]},
             "rules":[{"name":"qa","subset":"v2","match":{"header":{"name":"x-canary","exact":"always"}}}]}"#,
@@ -151,7 +170,7 @@ fn rules_beat_weights() {
     assert_eq!(decide_on(&r, &req).0, "v2");
 }
 
-fn one_rule(source: &str, op: Value) -> Router {
+fn one_rule(source: &str, op: Value) -> Plan {
     let (kind, name) = source.split_once(':').unwrap();
     let mut operand = json!({"name": name});
     for (k, v) in op.as_object().unwrap() {
@@ -161,10 +180,10 @@ fn one_rule(source: &str, op: Value) -> Router {
         "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
         "rules": [{"name": "r", "subset": "v2", "match": {kind: operand}}]
     });
-    router(&config.to_string())
+    plan(&config.to_string())
 }
 
-fn hits(r: &Router, req: Fake) -> bool {
+fn hits(r: &Plan, req: Fake) -> bool {
     let d = decide(r, &req, &mut Fixed(0));
     d.reason == Reason::Rule
 }
@@ -326,7 +345,7 @@ fn claim_operators() {
 
 #[test]
 fn sticky_keys_in_priority_order() {
-    let r = router(CONTRACT);
+    let r = plan(CONTRACT);
     let by_header = decide(&r, &Fake::new().header("x-user-id", "alice"), &mut NoRandom);
     assert_eq!(by_header.reason, Reason::Hash);
     assert_eq!(by_header.key, Some(2));
@@ -359,7 +378,7 @@ fn sticky_keys_in_priority_order() {
 
 #[test]
 fn the_same_key_always_gets_the_same_subset() {
-    let r = router(CONTRACT);
+    let r = plan(CONTRACT);
     for i in 0..1000 {
         let key = format!("user-{i}");
         let first = decide(&r, &Fake::new().header("x-user-id", &key), &mut NoRandom);
@@ -372,7 +391,7 @@ fn the_same_key_always_gets_the_same_subset() {
 
 #[test]
 fn no_key_draws_at_random_by_weight() {
-    let r = router(CONTRACT);
+    let r = plan(CONTRACT);
     let mut rng = crate::rng::SplitMix64::new(7);
     let n = 50_000;
     let mut canary = 0;
@@ -388,7 +407,7 @@ fn no_key_draws_at_random_by_weight() {
 #[test]
 fn zero_and_full_weights_are_absolute() {
     for (weights, want) in [([100, 0], "v1"), ([0, 100], "v2")] {
-        let r = router(&format!(
+        let r = plan(&format!(
             r#"{{"subsets":[{{"name":"v1","weight":{}}},{{"name":"v2","weight":{}}}],
                 "sticky":{{"keys":[{{"header":"x-user-id"}}]}}}}"#,
             weights[0], weights[1]
@@ -409,7 +428,7 @@ fn zero_and_full_weights_are_absolute() {
 
 #[test]
 fn a_failed_read_falls_back_to_the_default_subset() {
-    let r = router(
+    let r = plan(
         r#"{"subsets":[{"name":"v1","weight":0},{"name":"v2","weight":100}],"default_subset":"v1",
             "sticky":{"keys":[{"header":"x-user-id"}]},
             "rules":[{"name":"qa","subset":"v2","match":{"header":{"name":"x-canary","exact":"always"}}}]}"#,
@@ -420,7 +439,7 @@ fn a_failed_read_falls_back_to_the_default_subset() {
         &mut NoRandom,
     );
     assert_eq!((d.subset, d.reason), (0, Reason::Fallback));
-    let no_rules = router(
+    let no_rules = plan(
         r#"{"subsets":[{"name":"v1","weight":0},{"name":"v2","weight":100}],"default_subset":"v1",
             "sticky":{"keys":[{"header":"x-user-id"}]}}"#,
     );
@@ -444,7 +463,7 @@ fn non_utf8_values_never_fail() {
     assert_eq!(d.reason, Reason::Rule);
     let r = one_rule("header:x-v", json!({"regex": "[a-z]*"}));
     assert_eq!(decide(&r, &req, &mut Fixed(0)).reason, Reason::Random);
-    let sticky = router(CONTRACT);
+    let sticky = plan(CONTRACT);
     let req = Fake {
         headers: vec![("x-user-id".into(), vec![0xff, 0x00, 0x80])],
         ..Fake::default()
@@ -459,7 +478,7 @@ const PINNED: &str = r#"{"subsets":[{"name":"v1","weight":50},{"name":"v2","weig
 
 #[test]
 fn a_keyless_request_gets_a_pin_hashed_like_a_key() {
-    let r = router(PINNED);
+    let r = plan(PINNED);
     let d = decide(&r, &Fake::new(), &mut Fixed(0xab));
     let id = d.new_pin.expect("a new pin");
     assert_eq!(id.as_str(), "ab".repeat(16));
@@ -477,7 +496,7 @@ fn a_keyless_request_gets_a_pin_hashed_like_a_key() {
 
 #[test]
 fn identity_wins_over_the_pin() {
-    let r = router(PINNED);
+    let r = plan(PINNED);
     let req = Fake::new()
         .header("cookie", "canary_pin=0123456789abcdef0123456789abcdef")
         .header("x-user-id", "alice");
@@ -488,7 +507,7 @@ fn identity_wins_over_the_pin() {
 
 #[test]
 fn malformed_pins_are_replaced() {
-    let r = router(PINNED);
+    let r = plan(PINNED);
     for bad in [
         "",
         "short",
@@ -505,8 +524,8 @@ fn malformed_pins_are_replaced() {
 
 #[test]
 fn pins_hold_both_subsets_and_follow_the_seed() {
-    let r = router(PINNED);
-    let reseeded = router(&PINNED.replace("\"s1\"", "\"s2\""));
+    let r = plan(PINNED);
+    let reseeded = plan(&PINNED.replace("\"s1\"", "\"s2\""));
     let mut rng = crate::rng::SplitMix64::new(3);
     let mut per_subset = [0usize; 2];
     let mut moved = 0;
@@ -528,7 +547,7 @@ fn pins_hold_both_subsets_and_follow_the_seed() {
 
 #[test]
 fn decision_header_values() {
-    let r = router(CONTRACT);
+    let r = plan(CONTRACT);
     let describe = |req: Fake| decide(&r, &req, &mut NoRandom).describe(&r);
     assert_eq!(
         describe(Fake::new().header("x-canary", "always")),
@@ -543,7 +562,7 @@ fn decision_header_values() {
     );
     assert!(!text.contains("alice=") && !text.contains("=alice"));
 
-    let pinned = router(PINNED);
+    let pinned = plan(PINNED);
     let d = decide(&pinned, &Fake::new(), &mut Fixed(0));
     let b = d.bucket.unwrap();
     let s = pinned.subset_name(d.subset);
@@ -565,19 +584,19 @@ fn decision_header_values() {
     let fallback = decide(&r, &Fake::new().broken(), &mut NoRandom);
     assert_eq!(fallback.describe(&r), "subset=v1; reason=fallback");
 
-    let plain = router(r#"{"subsets":[{"name":"v1","weight":100}]}"#);
+    let plain = plan(r#"{"subsets":[{"name":"v1","weight":100}]}"#);
     let d = decide(&plain, &Fake::new(), &mut Fixed(42));
     assert_eq!(d.describe(&plain), "subset=v1; reason=random; bucket=42");
 }
 
 #[test]
 fn shadow_mode_decides_the_same_and_says_so() {
-    let enforce = router(PINNED);
-    let shadow = router(&PINNED.replace(
+    let enforce = plan(PINNED);
+    let shadow = plan(&PINNED.replace(
         "\"decision_header\"",
         "\"mode\":\"shadow\",\"decision_header\"",
     ));
-    assert_eq!(shadow.mode, crate::router::Mode::Shadow);
+    assert_eq!(shadow.mode, crate::plan::Mode::Shadow);
     for req in [Fake::new().header("x-user-id", "u1"), Fake::new()] {
         let a = decide(&enforce, &req, &mut Fixed(5));
         let b = decide(&shadow, &req, &mut Fixed(5));
@@ -594,7 +613,7 @@ fn shadow_mode_decides_the_same_and_says_so() {
 
 #[test]
 fn a_ramp_step_shows_in_the_decision_header() {
-    let r = router(
+    let r = plan(
         r#"{"subsets":[{"name":"v1","weight":100},{"name":"v2","weight":0}],
             "sticky":{"keys":[{"header":"x-user-id"}],"seed":"ramp"},
             "ramp":{"subset":"v2","start":"2026-12-01T10:00:00Z",
@@ -615,9 +634,9 @@ fn a_ramp_step_shows_in_the_decision_header() {
     assert_eq!((last.weights_bp(), last.step()), (vec![0, 10_000], Some(1)));
     let req = Fake::new().header("x-user-id", "alice");
     let request = Request::new(&r.slots, &r.jwt, JsonClaims(None), Ok(&req.headers));
-    let d = super::decide_with(&r, &first, &request, &mut NoRandom);
+    let d = super::decide_with(&r, at(&first), &request, &mut NoRandom);
     assert!(d.describe(&r).ends_with("; step=1"), "{}", d.describe(&r));
-    let d = super::decide_with(&r, &last, &request, &mut NoRandom);
+    let d = super::decide_with(&r, at(&last), &request, &mut NoRandom);
     assert_eq!(
         d.describe(&r),
         format!(
@@ -625,36 +644,81 @@ fn a_ramp_step_shows_in_the_decision_header() {
             d.bucket.unwrap()
         )
     );
-    let d = super::decide_with(&r, &before, &request, &mut NoRandom);
+    let d = super::decide_with(&r, at(&before), &request, &mut NoRandom);
     assert_eq!(d.subset, 0);
     assert!(!d.describe(&r).contains("step="));
 }
 
+/// The contract with a brake on v2.
+fn braked_plan(stop_rules: bool) -> Plan {
+    let mut config: serde_json::Value = serde_json::from_str(CONTRACT).unwrap();
+    config["brake"] =
+        serde_json::json!({"subset": "v2", "max_error_rate": 0.05, "stop_rules": stop_rules});
+    plan(&config.to_string())
+}
+
 #[test]
 fn a_tripped_brake_sends_the_subset_to_the_default() {
-    let r = router(CONTRACT);
-    let mut by_rule = decide(&r, &Fake::new().header("x-canary", "always"), &mut NoRandom);
-    let mut kept = by_rule;
-    by_rule.brake(&r, 1, true);
+    let asked = std::cell::Cell::new(0);
+    let holds = || {
+        asked.set(asked.get() + 1);
+        true
+    };
+    let r = braked_plan(true);
+    let qa = Fake::new().header("x-canary", "always");
+    let by_rule = decide_under(
+        &r,
+        Conditions {
+            split: &r.split,
+            brake_holds: holds,
+        },
+        &qa,
+        &mut NoRandom,
+    );
     assert_eq!((by_rule.subset, by_rule.braked), (0, true));
     assert!(by_rule.describe(&r).ends_with("; brake=tripped"));
-    // stop_rules false: a rule that forces the canary still does.
-    kept.brake(&r, 1, false);
+    assert_eq!(asked.get(), 1);
+    // stop_rules false: a rule that forces the canary still does, and the
+    // brake is not even asked.
+    let r = braked_plan(false);
+    let kept = decide_under(
+        &r,
+        Conditions {
+            split: &r.split,
+            brake_holds: holds,
+        },
+        &qa,
+        &mut NoRandom,
+    );
     assert_eq!((kept.subset, kept.braked), (1, false));
-    // Hashed users of the canary go to the default subset; others stay.
+    assert_eq!(asked.get(), 1);
+    // Hashed users of the canary go to the default subset; others stay, and
+    // the brake is asked only for the canary's.
+    asked.set(0);
+    let mut on_canary = 0;
     for i in 0..500 {
         let req = Fake::new().header("x-user-id", &format!("u{i}"));
         let before = decide(&r, &req, &mut NoRandom);
-        let mut after = before;
-        after.brake(&r, 1, false);
+        let after = decide_under(
+            &r,
+            Conditions {
+                split: &r.split,
+                brake_holds: holds,
+            },
+            &req,
+            &mut NoRandom,
+        );
         assert_eq!(after.subset, 0);
         assert_eq!(after.braked, before.subset == 1);
+        on_canary += usize::from(before.subset == 1);
     }
+    assert!(on_canary > 0);
+    assert_eq!(asked.get(), on_canary);
 }
 
 #[test]
 fn after_a_cooldown_the_ramp_restarts_from_its_first_step() {
-    let r = router(
+    let r = plan(
         r#"{"subsets":[{"name":"v1","weight":100},{"name":"v2","weight":0}],
             "ramp":{"subset":"v2","start":"2026-12-01T10:00:00Z",
                     "steps":[{"weight":10,"hold":"5m"},{"weight":100}]},

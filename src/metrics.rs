@@ -18,46 +18,7 @@
 //! | `canary.subset=.=v2;.;brake_tripped` (gauge)                | `canary_brake_tripped{subset}`                   |
 //! | `canary.wasm_memory_bytes` (gauge)                          | `canary_wasm_memory_bytes`                       |
 
-use crate::decide::Reason;
-
-/// A response status class, as counted per subset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseClass {
-    // Discriminants are positions in `ALL` (the layout of the metric tables).
-    Success = 0,
-    Redirect = 1,
-    ClientError = 2,
-    ServerError = 3,
-}
-
-impl ResponseClass {
-    pub const ALL: [ResponseClass; 4] = [
-        ResponseClass::Success,
-        ResponseClass::Redirect,
-        ResponseClass::ClientError,
-        ResponseClass::ServerError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ResponseClass::Success => "2xx",
-            ResponseClass::Redirect => "3xx",
-            ResponseClass::ClientError => "4xx",
-            ResponseClass::ServerError => "5xx",
-        }
-    }
-
-    /// The class of an HTTP `:status` value; `None` for 1xx and anything unreadable.
-    pub fn from_status(status: &[u8]) -> Option<ResponseClass> {
-        match status {
-            [b'2', _, _] => Some(ResponseClass::Success),
-            [b'3', _, _] => Some(ResponseClass::Redirect),
-            [b'4', _, _] => Some(ResponseClass::ClientError),
-            [b'5', _, _] => Some(ResponseClass::ServerError),
-            _ => None,
-        }
-    }
-}
+use crate::labels::{Reason, ResponseClass};
 
 /// The labels the names carry: each needs one tag regex in the proxy's bootstrap
 /// (`envoy/envoy.yaml`'s `stats_tags`, Istio's `extraStatTags`).
@@ -193,28 +154,5 @@ mod tests {
             )
         );
         assert_eq!(names.requests[0].len(), Reason::ALL.len());
-    }
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(
-            ResponseClass::from_status(b"200"),
-            Some(ResponseClass::Success)
-        );
-        assert_eq!(
-            ResponseClass::from_status(b"302"),
-            Some(ResponseClass::Redirect)
-        );
-        assert_eq!(
-            ResponseClass::from_status(b"404"),
-            Some(ResponseClass::ClientError)
-        );
-        assert_eq!(
-            ResponseClass::from_status(b"503"),
-            Some(ResponseClass::ServerError)
-        );
-        assert_eq!(ResponseClass::from_status(b"101"), None);
-        assert_eq!(ResponseClass::from_status(b"20"), None);
-        assert_eq!(ResponseClass::from_status(b""), None);
     }
 }

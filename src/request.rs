@@ -1,7 +1,7 @@
 //! What a decision may read from a request, and nothing else.
 //!
 //! [`RequestView`] is the seam between the decision and the proxy; values are read
-//! by the slots the configuration numbered (see [`crate::slots`]). [`Request`] is
+//! by the slots the configuration numbered (see `slots.rs`). [`Request`] is
 //! the one implementation: built from the request headers (fetched from the host
 //! in one call) in one pass that keeps only the slots in use, it asks a
 //! [`ClaimSource`] for verified JWT claims, the only other host read. Everything
@@ -10,7 +10,7 @@
 use std::cell::OnceCell;
 
 use crate::claims::{self, ClaimRef, Payload};
-use crate::cookie;
+use crate::formats::cookie;
 use crate::slots::{SlotList, SlotValues, Slots};
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
@@ -39,7 +39,7 @@ pub trait RequestView {
     fn has_claims(&self) -> Result<bool, LookupError>;
     /// The header and cookie slots that hold a value, when known, so that the
     /// rule walk can skip the rules on absent values (see
-    /// [`crate::rules::RuleSet::first_match`]). `None` (every rule is read)
+    /// `RuleSet::first_match`). `None` (every rule is read)
     /// when not known, and when the headers could not be listed.
     fn present_slots(&self) -> Option<PresentSlots> {
         None
@@ -153,7 +153,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
     }
 
     /// [`Request::new`] over `(name, value)` slices, as the proxy reads them in
-    /// place from the host's serialized header map ([`crate::header_map`]).
+    /// place from the host's serialized header map ([`crate::formats::pairs`]).
     pub fn from_pairs(
         slots: &'r Slots,
         jwt: &'r JwtSource,
@@ -248,7 +248,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             JwtSource::UnverifiedBearer => {
                 self.listed()?;
                 self.claims_value
-                    .and_then(claims::bearer_token)
+                    .and_then(crate::formats::jwt::bearer_token)
                     .and_then(claims::bearer_payload)
                     .map(Payload::Json)
             }
@@ -493,7 +493,7 @@ mod tests {
     use crate::claims::Claim;
 
     fn forwarded(json: &str) -> Vec<u8> {
-        claims::base64url_encode(json.as_bytes()).into_bytes()
+        crate::formats::jwt::base64url_encode(json.as_bytes()).into_bytes()
     }
 
     #[test]

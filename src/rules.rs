@@ -399,7 +399,7 @@ mod tests {
                 "jwt": {"source": "verified", "metadata_key": "payload"},
                 "rules": rules,
             });
-            let router = load(config.to_string().as_bytes()).unwrap().router;
+            let plan = load(config.to_string().as_bytes()).unwrap().plan;
             let jwt = JwtSource::Verified {
                 metadata_key: "payload".into(),
             };
@@ -425,10 +425,10 @@ mod tests {
                     Ok(headers.as_slice())
                 };
                 let request =
-                    Request::new(&router.slots, &jwt, MaybeClaims(claims, failing), listed);
+                    Request::new(&plan.slots, &jwt, MaybeClaims(claims, failing), listed);
                 assert_eq!(
-                    router.rules.first_match(&request),
-                    router.rules.first_match(&Unindexed(&request)),
+                    plan.rules.first_match(&request),
+                    plan.rules.first_match(&Unindexed(&request)),
                     "{config}\n{headers:?}"
                 );
             }
@@ -441,14 +441,14 @@ mod tests {
             "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
             "rules": [{"name": "r", "subset": "v2", "match": m}],
         });
-        let router = load(config.to_string().as_bytes()).unwrap().router;
+        let plan = load(config.to_string().as_bytes()).unwrap().plan;
         let list: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_vec()))
             .collect();
         let jwt = JwtSource::UnverifiedBearer;
-        let request = Request::new(&router.slots, &jwt, JsonClaims(None), Ok(&list));
-        router.rules.first_match(&request).unwrap() == Some(0)
+        let request = Request::new(&plan.slots, &jwt, JsonClaims(None), Ok(&list));
+        plan.rules.first_match(&request).unwrap() == Some(0)
     }
 
     type Headers = Vec<(&'static str, &'static [u8])>;
@@ -505,15 +505,15 @@ mod tests {
             "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
             "sticky": {"keys": [{"header": "x-user-id"}], "seed": "s"},
         });
-        let router = load(config.to_string().as_bytes()).unwrap().router;
+        let plan = load(config.to_string().as_bytes()).unwrap().plan;
         let jwt = JwtSource::UnverifiedBearer;
         let list: Vec<(String, Vec<u8>)> = vec![
             ("x-user-id".into(), b"alice".to_vec()),
             ("x-user-id".into(), b"bob".to_vec()),
         ];
-        let request = Request::new(&router.slots, &jwt, JsonClaims(None), Ok(&list));
-        let d = crate::decide::decide(&router, &request, &mut SplitMix64::new(1));
-        assert_eq!(d.bucket, Some(router.split.bucket(b"alice,bob")));
+        let request = Request::new(&plan.slots, &jwt, JsonClaims(None), Ok(&list));
+        let d = crate::decide::decide(&plan, &request, &mut SplitMix64::new(1));
+        assert_eq!(d.bucket, Some(plan.split.bucket(b"alice,bob")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::router::Router;
+use crate::plan::Plan;
 
 /// The synthetic key population: `user-0`, `user-1`, ... The hash makes any set
 /// of distinct keys behave alike, so shares carry over to real user ids.
@@ -12,11 +12,11 @@ pub fn key(i: u64) -> String {
     format!("user-{i}")
 }
 
-/// Keys per subset, in the router's subset order.
-pub fn shares(router: &Router, keys: u64) -> Vec<u64> {
-    let mut counts = vec![0u64; router.subsets.len()];
+/// Keys per subset, in the plan's subset order.
+pub fn shares(plan: &Plan, keys: u64) -> Vec<u64> {
+    let mut counts = vec![0u64; plan.subsets.len()];
     for i in 0..keys {
-        if let Some(count) = subset_of(router, &key(i)).and_then(|s| counts.get_mut(s)) {
+        if let Some(count) = subset_of(plan, &key(i)).and_then(|s| counts.get_mut(s)) {
             *count += 1;
         }
     }
@@ -26,7 +26,7 @@ pub fn shares(router: &Router, keys: u64) -> Vec<u64> {
 /// How many keys move from one subset to another between two configurations,
 /// by subset name (the two may list different subsets). Keys that stay are not
 /// listed.
-pub fn moves(from: &Router, to: &Router, keys: u64) -> BTreeMap<(String, String), u64> {
+pub fn moves(from: &Plan, to: &Plan, keys: u64) -> BTreeMap<(String, String), u64> {
     let mut flows = BTreeMap::new();
     for i in 0..keys {
         let k = key(i);
@@ -41,8 +41,8 @@ pub fn moves(from: &Router, to: &Router, keys: u64) -> BTreeMap<(String, String)
     flows
 }
 
-fn subset_of(router: &Router, key: &str) -> Option<usize> {
-    router.split.subset_of(router.split.bucket(key.as_bytes()))
+fn subset_of(plan: &Plan, key: &str) -> Option<usize> {
+    plan.split.subset_of(plan.split.bucket(key.as_bytes()))
 }
 
 #[cfg(test)]
@@ -50,23 +50,23 @@ mod tests {
     use super::*;
     use crate::config::load;
 
-    fn router(v1: f64, v2: f64, seed: &str) -> Router {
+    fn plan(v1: f64, v2: f64, seed: &str) -> Plan {
         let json = format!(
             r#"{{"subsets":[{{"name":"v1","weight":{v1}}},{{"name":"v2","weight":{v2}}}],"sticky":{{"seed":"{seed}"}}}}"#
         );
-        load(json.as_bytes()).unwrap().router
+        load(json.as_bytes()).unwrap().plan
     }
 
     #[test]
     fn shares_follow_weights() {
-        let counts = shares(&router(90.0, 10.0, "s"), 100_000);
+        let counts = shares(&plan(90.0, 10.0, "s"), 100_000);
         assert_eq!(counts.iter().sum::<u64>(), 100_000);
         assert!((counts[1] as f64 / 1000.0 - 10.0).abs() < 0.5, "{counts:?}");
     }
 
     #[test]
     fn a_monotonic_ramp_only_moves_into_the_canary() {
-        let flows = moves(&router(90.0, 10.0, "s"), &router(50.0, 50.0, "s"), 100_000);
+        let flows = moves(&plan(90.0, 10.0, "s"), &plan(50.0, 50.0, "s"), 100_000);
         assert_eq!(flows.len(), 1, "{flows:?}");
         let moved = flows[&("v1".to_owned(), "v2".to_owned())];
         assert!((moved as f64 / 1000.0 - 40.0).abs() < 1.0, "{moved}");
@@ -74,7 +74,7 @@ mod tests {
 
     #[test]
     fn a_seed_change_moves_both_ways() {
-        let flows = moves(&router(50.0, 50.0, "a"), &router(50.0, 50.0, "b"), 10_000);
+        let flows = moves(&plan(50.0, 50.0, "a"), &plan(50.0, 50.0, "b"), 10_000);
         assert!(flows.contains_key(&("v1".to_owned(), "v2".to_owned())));
         assert!(flows.contains_key(&("v2".to_owned(), "v1".to_owned())));
     }

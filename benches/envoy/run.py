@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """`make bench`: what canary-router costs inside a real Envoy, side by side with
-native routing, a Lua filter and an empty Wasm module (issue 4).
+native routing, a Lua filter and an empty Wasm module.
 
 One measured Envoy (--concurrency 1) serves seven listeners on loopback; all of
 them run the same jwt_authn prefix, so they differ only in how the route is
@@ -1065,7 +1065,7 @@ def main() -> int:
         + ("  <- WARNING: the machine was busy; numbers are noisy, re-run on a quiet machine"
            if other > 0.25 else ""))
 
-    log("\ntargets (issue 4):")
+    log("\ntargets:")
     for label, ok, detail in targets:
         log(f"  {'PASS' if ok else 'FAIL'}  {label}: {detail}")
 

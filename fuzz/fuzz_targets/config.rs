@@ -1,6 +1,6 @@
 #![no_main]
 //! Arbitrary bytes into config::load: Ok or Err, never a panic; an accepted
-//! router covers every bucket; load is deterministic.
+//! plan covers every bucket; load is deterministic.
 //! The invariants are in `fuzz/checks.rs` (`checks::config`).
 
 #[allow(dead_code)]

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::*;
+use crate::formats::jwt::{base64url_decode, base64url_encode};
 use crate::rng::SplitMix64;
 
 /// The claims of a `payload_header` value as they were read before: decoded,

@@ -1,4 +1,4 @@
-//! Validation and compilation of a parsed configuration into a [`Router`].
+//! Validation and compilation of a parsed configuration into a [`Plan`].
 
 use serde_json::Value;
 
@@ -6,13 +6,14 @@ use super::reader::Object;
 use super::{ConfigError, Loaded};
 use crate::brake::Brake;
 use crate::bucket::{Split, BUCKETS};
+use crate::hash::FastMap;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
+use crate::plan::{Mode, Plan, StickyKey};
 use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
-use crate::router::{Mode, Router, StickyKey};
 use crate::rules::{Operator, Rule, RuleSet, Source};
-use crate::slots::{FastMap, Slots};
+use crate::slots::Slots;
 
 pub const MAX_SUBSETS: usize = 16;
 pub const DEFAULT_HEADER: &str = "x-canary-subset";
@@ -182,7 +183,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     for rule in &rules {
         rule_name_list.push(rule.name.clone());
     }
-    let router = Router {
+    let plan = Plan {
         split: Split::new(&weights_bp, &seed),
         metrics: MetricNames::new(&metrics_prefix, &subsets, &rule_name_list),
         subsets,
@@ -200,7 +201,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         ramp,
         brake,
     };
-    Ok(Loaded { router, warnings })
+    Ok(Loaded { plan, warnings })
 }
 
 fn compile_subsets(top: &Object) -> Result<(Vec<String>, Vec<u16>)> {
@@ -264,7 +265,7 @@ fn kind(value: &serde_json::Value) -> &'static str {
 /// A percentage with at most two decimals, as basis points.
 fn weight_bp(weight: f64, path: &str) -> Result<u16> {
     // Printed through serde_json (as the user wrote it), not core's float printer.
-    let shown = crate::claims::number_text(weight);
+    let shown = crate::json::number_text(weight);
     if !weight.is_finite() || !(0.0..=100.0).contains(&weight) {
         return Err(ConfigError::new(
             path,

@@ -1,6 +1,6 @@
 //! Configuration: parse (serde, unknown fields refused) → validate → compile into a
-//! [`Router`]. Shared by the filter and the native tools; the filter swaps the new
-//! router in only when all of it is valid.
+//! [`Plan`]. Shared by the filter and the native tools; the filter swaps the new
+//! plan in only when all of it is valid.
 
 mod compile;
 pub use compile::DEFAULT_HEADER;
@@ -9,12 +9,12 @@ mod reader;
 
 pub use error::ConfigError;
 
-use crate::router::Router;
+use crate::plan::Plan;
 
 /// A compiled configuration and the warnings to log with it.
 #[derive(Debug)]
 pub struct Loaded {
-    pub router: Router,
+    pub plan: Plan,
     pub warnings: Vec<String>,
 }
 

@@ -28,7 +28,7 @@ fn err(json: &str) -> String {
 #[test]
 fn the_contract_example_compiles() {
     let loaded = load(CONTRACT.as_bytes()).unwrap();
-    let r = &loaded.router;
+    let r = &loaded.plan;
     assert_eq!(r.subsets, ["v1", "v2"]);
     assert_eq!(r.weights_bp, [9000, 1000]);
     assert_eq!(r.default_subset, 0);
@@ -57,7 +57,7 @@ fn the_contract_example_compiles() {
 fn only_subsets_is_required() {
     let r = load(br#"{"subsets":[{"name":"stable","weight":100}]}"#)
         .unwrap()
-        .router;
+        .plan;
     assert_eq!(r.default_subset, 0);
     assert_eq!(r.header, "x-canary-subset");
     assert_eq!(
@@ -83,7 +83,7 @@ fn names_are_normalised_and_compiled() {
                       {"name":"n","subset":"a","match":{"jwt_claim":{"name":"realm_access.roles","regex":"adm.*"}}}]}"#,
     )
     .unwrap()
-    .router;
+    .plan;
     assert_eq!(r.header, "x-route-to");
     assert_eq!(r.default_subset, 1);
     let rules = r.rules.rules();
@@ -98,11 +98,11 @@ fn names_are_normalised_and_compiled() {
 fn weights_in_hundredths() {
     let r = load(br#"{"subsets":[{"name":"a","weight":66.67},{"name":"b","weight":33.33}]}"#)
         .unwrap()
-        .router;
+        .plan;
     assert_eq!(r.weights_bp, [6667, 3333]);
     let r = load(br#"{"subsets":[{"name":"a","weight":99.99},{"name":"b","weight":0.01}]}"#)
         .unwrap()
-        .router;
+        .plan;
     assert_eq!(r.weights_bp, [9999, 1]);
 }
 
@@ -282,14 +282,14 @@ fn unverified_claims_warn() {
              "sticky":{"keys":[{"jwt_claim":"sub"}]}}"#,
     )
     .unwrap();
-    assert_eq!(loaded.router.jwt, JwtSource::UnverifiedBearer);
+    assert_eq!(loaded.plan.jwt, JwtSource::UnverifiedBearer);
     assert_eq!(loaded.warnings.len(), 1);
     assert!(loaded.warnings[0].contains("WITHOUT checking the signature"));
 }
 
 #[test]
 fn payload_header_source_defaults_to_x_jwt_payload() {
-    let source = |json: &str| load(json.as_bytes()).unwrap().router.jwt;
+    let source = |json: &str| load(json.as_bytes()).unwrap().plan.jwt;
     assert_eq!(
         source(r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"payload_header"}}"#),
         JwtSource::PayloadHeader {
@@ -313,9 +313,9 @@ fn issue_3_fields_compile_with_defaults() {
              "decision_header":"X-Canary-Decision","mode":"shadow"}"#,
     )
     .unwrap()
-    .router;
+    .plan;
     assert_eq!(r.decision_header.as_deref(), Some("x-canary-decision"));
-    assert_eq!(r.mode, crate::router::Mode::Shadow);
+    assert_eq!(r.mode, crate::plan::Mode::Shadow);
     let pin = r.pin.unwrap();
     let id = crate::pin::PinId::from_random([1; 16]);
     assert_eq!(
@@ -327,10 +327,10 @@ fn issue_3_fields_compile_with_defaults() {
     );
     let plain = load(br#"{"subsets":[{"name":"v1","weight":100}]}"#)
         .unwrap()
-        .router;
+        .plan;
     assert_eq!(
         (plain.pin, plain.decision_header, plain.mode),
-        (None, None, crate::router::Mode::Enforce)
+        (None, None, crate::plan::Mode::Enforce)
     );
 }
 
@@ -341,7 +341,7 @@ fn brake_defaults_and_reset_key() {
              "brake":{"subset":"v2","max_p99_ms":500}}"#,
     )
     .unwrap()
-    .router;
+    .plan;
     let b = r.brake.clone().unwrap();
     assert_eq!(
         (b.window_ms, b.min_requests, b.cooldown_ms, b.stop_rules),
@@ -357,7 +357,7 @@ fn brake_defaults_and_reset_key() {
         r#"{"subsets":[{"name":"v1","weight":90},{"name":"v2","weight":10}],"sticky":{"seed":"s"},"brake":{"subset":"v2","max_p99_ms":500,"reset":"1"}}"#,
     ] {
         assert_ne!(
-            load(other.as_bytes()).unwrap().router.brake_key().unwrap(),
+            load(other.as_bytes()).unwrap().plan.brake_key().unwrap(),
             key
         );
     }

@@ -14,7 +14,7 @@ use log::warn;
 use super::metric_ids::define;
 use super::{Host, HostError, MetricKind};
 use crate::brake::{Brake, Trip, Window};
-use crate::router::Router;
+use crate::plan::Plan;
 
 /// Tries of one compare-and-swap update before giving up on that response.
 const CAS_TRIES: usize = 16;
@@ -35,11 +35,11 @@ pub(crate) struct BrakeState {
 impl BrakeState {
     /// Define the brake's metrics and make sure the shared window exists, so
     /// that every later update carries a CAS token.
-    pub fn new(host: &impl Host, router: &Router) -> Result<Option<BrakeState>, String> {
-        let (Some(brake), Some(key)) = (&router.brake, router.brake_key()) else {
+    pub fn new(host: &impl Host, plan: &Plan) -> Result<Option<BrakeState>, String> {
+        let (Some(brake), Some(key)) = (&plan.brake, plan.brake_key()) else {
             return Ok(None);
         };
-        let (trips_name, gauge_name) = router.metrics.brake(router.subset_name(brake.subset));
+        let (trips_name, gauge_name) = plan.metrics.brake(plan.subset_name(brake.subset));
         let trips = define(host, MetricKind::Counter, &trips_name).map_err(|e| e.to_string())?;
         let tripped_gauge =
             define(host, MetricKind::Gauge, &gauge_name).map_err(|e| e.to_string())?;

@@ -3,8 +3,9 @@
 use std::fmt;
 
 use super::{Host, HostError, MetricKind};
-use crate::decide::Reason;
-use crate::metrics::{MetricNames, ResponseClass};
+use crate::labels::Reason;
+use crate::labels::ResponseClass;
+use crate::metrics::MetricNames;
 
 pub(crate) struct MetricIds {
     requests: Vec<Vec<u32>>,

@@ -49,7 +49,7 @@ pub enum MetricKind {
 /// while the filter writes headers through it.
 pub trait Host {
     /// The request headers in Envoy's serialized pairs format
-    /// ([`crate::header_map::SerializedPairs`]).
+    /// ([`crate::formats::pairs::Pairs`]).
     fn request_header_pairs(&self) -> HostResult<Vec<u8>>;
     /// jwt_authn's verified payload under its metadata `key`; `None` without one.
     fn verified_payload(&self, key: &str) -> HostResult<Option<Vec<u8>>>;

@@ -15,9 +15,9 @@ use super::{now_ms, Host};
 use crate::config;
 use crate::rng::SplitMix64;
 
-/// A configuration ready to serve: the compiled router and its metric ids.
+/// A configuration ready to serve: the compiled plan and its metric ids.
 pub(crate) struct Active {
-    pub router: crate::router::Router,
+    pub plan: crate::plan::Plan,
     pub metrics: MetricIds,
     /// The split in force: the configured one, or the ramp's current step,
     /// recomputed on the tick (off the request path).
@@ -29,17 +29,17 @@ pub(crate) struct Active {
 impl Active {
     /// Move to the ramp step in force now; report the weights when they change.
     fn refresh_split(&self, host: &impl Host) {
-        let restarted_at = match (&self.brake, &self.router.brake) {
+        let restarted_at = match (&self.brake, &self.plan.brake) {
             (Some(state), Some(brake)) => {
                 state.refresh(host, brake, now_ms(host));
                 state.restarted_at_ms.get()
             }
             _ => 0,
         };
-        if self.router.ramp.is_none() {
+        if self.plan.ramp.is_none() {
             return;
         }
-        let now = self.router.split_at_restarted(now_ms(host), restarted_at);
+        let now = self.plan.split_at_restarted(now_ms(host), restarted_at);
         let changed = self.split.borrow().weights_bp() != now.weights_bp();
         if changed {
             self.metrics.record_weights(host, &now.weights_bp());
@@ -88,7 +88,7 @@ impl FilterRoot {
                 return false;
             }
         };
-        let metrics = match MetricIds::define(host, &loaded.router.metrics) {
+        let metrics = match MetricIds::define(host, &loaded.plan.metrics) {
             Ok(ids) => ids,
             Err(e) => {
                 error!("canary-router: {e}");
@@ -98,8 +98,8 @@ impl FilterRoot {
         for warning in &loaded.warnings {
             warn!("canary-router: {warning}");
         }
-        let router = loaded.router;
-        let brake = match BrakeState::new(host, &router) {
+        let plan = loaded.plan;
+        let brake = match BrakeState::new(host, &plan) {
             Ok(brake) => brake,
             Err(e) => {
                 error!("canary-router: {e}");
@@ -113,32 +113,32 @@ impl FilterRoot {
             .map_or(0, |(a, b)| b.saturating_sub(a) / 1_000_000);
         // `v1=90.00% v2=10.00%`, written in place (no Vec of Strings to join).
         let mut split = String::new();
-        for (i, (s, w)) in router.subsets.iter().zip(&router.weights_bp).enumerate() {
+        for (i, (s, w)) in plan.subsets.iter().zip(&plan.weights_bp).enumerate() {
             let sep = if i > 0 { " " } else { "" };
             let _ = write!(split, "{sep}{s}={}.{:02}%", w / 100, w % 100);
         }
         info!(
             "canary-router: configured in {took_ms} ms: subsets {split}, {} rule(s), {} sticky key(s), header {}",
-            router.rules.len(),
-            router.sticky_keys.len(),
-            router.header,
+            plan.rules.len(),
+            plan.sticky_keys.len(),
+            plan.header,
         );
         metrics.record_memory(host);
-        if let (Some(state), Some(config)) = (&brake, &router.brake) {
+        if let (Some(state), Some(config)) = (&brake, &plan.brake) {
             state.refresh(host, config, now_ms(host));
         }
         let restarted_at = brake.as_ref().map_or(0, |b| b.restarted_at_ms.get());
-        let split = router.split_at_restarted(now_ms(host), restarted_at);
+        let split = plan.split_at_restarted(now_ms(host), restarted_at);
         metrics.record_weights(host, &split.weights_bp());
         // A ramp's step and the brake's cooldown are re-read every 250 ms; without
         // them, the timer only refreshes the memory gauge.
-        let tick = if router.ramp.is_some() || router.brake.is_some() {
+        let tick = if plan.ramp.is_some() || plan.brake.is_some() {
             250
         } else {
             5_000
         };
         self.active = Some(Rc::new(Active {
-            router,
+            plan,
             metrics,
             split: RefCell::new(split),
             brake,

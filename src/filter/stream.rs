@@ -11,12 +11,12 @@ use super::root::Active;
 use super::{ns_to_ms, Host};
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
-use crate::decide::{decide_with, Decision, Entropy};
-use crate::header_map::SerializedPairs;
-use crate::metrics::ResponseClass;
+use crate::decide::{decide_with, Conditions, Decision, Entropy};
+use crate::formats::pairs::Pairs;
+use crate::labels::ResponseClass;
+use crate::plan::Mode;
 use crate::request::{ClaimSource, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
-use crate::router::Mode;
 
 pub struct FilterStream {
     active: Option<Rc<Active>>,
@@ -81,41 +81,42 @@ impl FilterStream {
             let _ = host.remove_request_header(DEFAULT_HEADER);
             return;
         };
-        let router = &active.router;
+        let plan = &active.plan;
         // The request borrows the host's buffer: it lives until the decision is made.
         let headers = host.request_header_pairs();
         let request = Request::from_pairs(
-            &router.slots,
-            &router.jwt,
+            &plan.slots,
+            &plan.jwt,
             HostClaims(host),
-            headers
-                .as_deref()
-                .map(SerializedPairs::new)
-                .map_err(|_| LookupError),
+            headers.as_deref().map(Pairs::new).map_err(|_| LookupError),
         );
-        let mut decision = decide_with(
-            router,
-            &active.split.borrow(),
+        let brake_holds = || {
+            active
+                .brake
+                .as_ref()
+                .is_some_and(|state| state.is_tripped(host))
+        };
+        let decision = decide_with(
+            plan,
+            Conditions {
+                split: &active.split.borrow(),
+                brake_holds,
+            },
             &request,
             &mut HostEntropy {
                 rng: &self.rng,
                 host,
             },
         );
-        if let (Some(brake), Some(state)) = (&router.brake, &active.brake) {
-            if decision.subset == brake.subset && state.is_tripped(host) {
-                decision.brake(router, brake.subset, brake.stop_rules);
-            }
-        }
 
-        match router.mode {
+        match plan.mode {
             Mode::Enforce => {
                 // Replacing the header drops every client-sent copy of it.
-                let subset = router.subset_name(decision.subset);
-                if let Err(status) = host.set_request_header(&router.header, subset) {
-                    warn!("canary-router: cannot set {}: {status}", router.header);
+                let subset = plan.subset_name(decision.subset);
+                if let Err(status) = host.set_request_header(&plan.header, subset) {
+                    warn!("canary-router: cannot set {}: {status}", plan.header);
                     // At least no client-sent copy reaches the route table.
-                    let _ = host.remove_request_header(&router.header);
+                    let _ = host.remove_request_header(&plan.header);
                 }
                 increment(
                     host,
@@ -125,7 +126,7 @@ impl FilterStream {
             }
             Mode::Shadow => {
                 // The route table decides; a client still cannot pick the subset.
-                let _ = host.remove_request_header(&router.header);
+                let _ = host.remove_request_header(&plan.header);
                 increment(
                     host,
                     active
@@ -154,8 +155,8 @@ impl FilterStream {
         let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
             return;
         };
-        let router = &active.router;
-        if router.mode == Mode::Enforce {
+        let plan = &active.plan;
+        if plan.mode == Mode::Enforce {
             if let Ok(Some(status)) = host.response_status() {
                 if let Some(class) = ResponseClass::from_status(&status) {
                     increment(host, active.metrics.response(decision.subset, class));
@@ -168,13 +169,13 @@ impl FilterStream {
                         active.metrics.record_duration(host, decision.subset, ms);
                     }
                     if let (Some(brake), Some(state), Some(now_ns)) =
-                        (&router.brake, &active.brake, now_ns)
+                        (&plan.brake, &active.brake, now_ns)
                     {
                         if decision.subset == brake.subset && !decision.braked {
                             state.record(
                                 host,
                                 brake,
-                                router.subset_name(brake.subset),
+                                plan.subset_name(brake.subset),
                                 ns_to_ms(now_ns),
                                 class == ResponseClass::ServerError,
                                 latency_ms.filter(|_| brake.max_p99_ms.is_some()),
@@ -183,13 +184,13 @@ impl FilterStream {
                     }
                 }
             }
-            if let (Some(pin), Some(id)) = (&router.pin, &decision.new_pin) {
+            if let (Some(pin), Some(id)) = (&plan.pin, &decision.new_pin) {
                 // Added, not set: the upstream's own Set-Cookie headers stay.
                 let _ = host.add_response_header("set-cookie", &pin.set_cookie(id));
             }
         }
-        if let Some(header) = &router.decision_header {
-            let _ = host.set_response_header(header, &decision.describe(router));
+        if let Some(header) = &plan.decision_header {
+            let _ = host.set_response_header(header, &decision.describe(plan));
         }
     }
 }

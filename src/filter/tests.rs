@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::header_map::serialize;
+use crate::formats::pairs::serialize;
 use crate::rng::SplitMix64;
 
 /// Statuses a host may answer with: every one the ABI defines but Ok, and one
@@ -71,12 +71,7 @@ impl Host for FakeHost {
     fn request_header_pairs(&self) -> HostResult<Vec<u8>> {
         self.enter("request_header_pairs")?;
         let headers = self.request_headers.borrow();
-        Ok(serialize(
-            headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
-                .collect::<Vec<_>>(),
-        ))
+        Ok(serialize(&headers))
     }
 
     fn verified_payload(&self, _key: &str) -> HostResult<Option<Vec<u8>>> {

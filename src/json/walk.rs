@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::swar::{flag, HIGHS, ONES};
 
+#[cfg(any(test, feature = "internals"))]
 /// `text` as one JSON object that [`super::from_slice`] reads, its top-level
 /// members indexed; `None` for anything else.
 pub fn check_object(text: &[u8]) -> Option<Index> {

@@ -8,7 +8,7 @@ usage:
   canary-router check [--config] CONFIG.json
       validate a plugin configuration; prints the filter's own error line
   canary-router explain [--config] CONFIG.json [-H 'name: value']... [-b 'a=1; b=2']...
-                        [--claims '{\"sub\":\"alice\"}'] [--json]
+                        [--claims '{\"sub\":\"alice\"}'] [--brake-tripped] [--json]
       the decision the filter makes for that request, and why
   canary-router simulate [--config] CONFIG.json [--to OTHER.json] [--keys N] [--json]
       share of N synthetic user keys per subset (default 100000), and how many
@@ -35,6 +35,8 @@ pub enum Command {
         headers: Vec<(String, String)>,
         cookies: Vec<String>,
         claims: Option<String>,
+        /// Decide as if the brake had tripped (the proxy's view after a trip).
+        brake_tripped: bool,
         json: bool,
     },
     Simulate {
@@ -126,6 +128,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         "explain" => {
             let (mut config, mut headers, mut cookies, mut claims, mut json) =
                 (None, Vec::new(), Vec::new(), None, false);
+            let mut brake_tripped = false;
             while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--config" | "-c" => {
@@ -135,6 +138,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                     "-H" | "--header" => headers.push(header(&value(&mut args, &arg)?)?),
                     "-b" | "--cookie" => cookies.push(value(&mut args, &arg)?),
                     "--claims" => claims = Some(value(&mut args, &arg)?),
+                    "--brake-tripped" => brake_tripped = true,
                     "--json" => json = true,
                     _ if is_operand(&arg) => set_config(&mut config, arg, "explain")?,
                     other => return Err(usage(format!("explain: unknown argument {other:?}"))),
@@ -146,6 +150,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 headers,
                 cookies,
                 claims,
+                brake_tripped,
                 json,
             })
         }
@@ -215,6 +220,7 @@ mod tests {
                 headers: vec![("x-user-id".into(), "42".into())],
                 cookies: vec!["x=1".into()],
                 claims: Some("{}".into()),
+                brake_tripped: false,
                 json: true,
             }
         );

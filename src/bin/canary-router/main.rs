@@ -8,12 +8,13 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use canary_router::claims::base64url_encode;
 use canary_router::config::{self, Loaded};
-use canary_router::decide::{decide_with, Reason};
+use canary_router::decide::{decide_with, Conditions};
+use canary_router::formats::jwt::base64url_encode;
+use canary_router::labels::Reason;
+use canary_router::plan::{Mode, Plan};
 use canary_router::request::{HeaderList, JsonClaims, JwtSource, Request};
 use canary_router::rng::SplitMix64;
-use canary_router::router::{Mode, Router};
 use canary_router::simulate;
 
 use args::{Command, UsageError};
@@ -40,8 +41,16 @@ fn main() -> ExitCode {
             headers,
             cookies,
             claims,
+            brake_tripped,
             json,
-        } => explain(&config, headers, &cookies, claims.as_deref(), json),
+        } => explain(
+            &config,
+            headers,
+            &cookies,
+            claims.as_deref(),
+            brake_tripped,
+            json,
+        ),
         Command::Simulate {
             config,
             to,
@@ -86,11 +95,10 @@ fn load(path: &str) -> Result<Loaded, Failure> {
     Ok(loaded)
 }
 
-fn weights(router: &Router) -> String {
-    router
-        .subsets
+fn weights(plan: &Plan) -> String {
+    plan.subsets
         .iter()
-        .zip(&router.weights_bp)
+        .zip(&plan.weights_bp)
         .map(|(s, w)| format!("{s}={}%", percent(*w)))
         .collect::<Vec<_>>()
         .join(" ")
@@ -105,18 +113,18 @@ fn percent(bp: u16) -> String {
 }
 
 fn check(path: &str) -> Result<(), Failure> {
-    let router = load(path)?.router;
+    let plan = load(path)?.plan;
     println!(
         "ok: {path}: subsets {}, {} rule(s), {} sticky key(s){}, mode {}",
-        weights(&router),
-        router.rules.len(),
-        router.sticky_keys.len(),
-        if router.pin.is_some() {
+        weights(&plan),
+        plan.rules.len(),
+        plan.sticky_keys.len(),
+        if plan.pin.is_some() {
             ", pin cookie"
         } else {
             ""
         },
-        mode_name(router.mode),
+        mode_name(plan.mode),
     );
     Ok(())
 }
@@ -133,9 +141,10 @@ fn explain(
     mut headers: Vec<(String, String)>,
     cookies: &[String],
     claims: Option<&str>,
+    brake_tripped: bool,
     as_json: bool,
 ) -> Result<(), Failure> {
-    let router = load(path)?.router;
+    let plan = load(path)?.plan;
     let claims = match claims {
         None => None,
         Some(text) => match serde_json::from_str::<Value>(text) {
@@ -149,7 +158,7 @@ fn explain(
     };
     headers.extend(cookies.iter().map(|c| ("cookie".to_owned(), c.clone())));
     // Where the filter reads claims from a header, put them there.
-    let verified_claims = match (&router.jwt, claims) {
+    let verified_claims = match (&plan.jwt, claims) {
         (JwtSource::UnverifiedBearer, Some(map)) => {
             let payload = base64url_encode(Value::Object(map).to_string().as_bytes());
             headers.push((
@@ -169,8 +178,8 @@ fn explain(
     // As Envoy lists them to the filter: its inline headers' repeats joined.
     let header_list: HeaderList = envoy_headers::as_envoy_lists(headers);
     let request = Request::new(
-        &router.slots,
-        &router.jwt,
+        &plan.slots,
+        &plan.jwt,
         JsonClaims(verified_claims),
         Ok(&header_list),
     );
@@ -179,19 +188,22 @@ fn explain(
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let split = router.split_at(now_ms);
-    let decision = decide_with(&router, &split, &request, &mut entropy);
+    let split = plan.split_at(now_ms);
+    let conditions = Conditions {
+        split: &split,
+        brake_holds: || brake_tripped,
+    };
+    let decision = decide_with(&plan, conditions, &request, &mut entropy);
 
-    let subset = router.subset_name(decision.subset);
-    let rule = decision.rule.and_then(|i| router.rules.rules().get(i));
-    let key = decision.key.and_then(|i| router.sticky_keys.get(i));
-    let set_cookie = match (&router.pin, &decision.new_pin, router.mode) {
+    let subset = plan.subset_name(decision.subset);
+    let rule = decision.rule.and_then(|i| plan.rules.rules().get(i));
+    let key = decision.key.and_then(|i| plan.sticky_keys.get(i));
+    let set_cookie = match (&plan.pin, &decision.new_pin, plan.mode) {
         (Some(pin), Some(id), Mode::Enforce) => Some(pin.set_cookie(id)),
         _ => None,
     };
-    let routing_header =
-        (router.mode == Mode::Enforce).then(|| format!("{}: {subset}", router.header));
-    let description = decision.describe(&router);
+    let routing_header = (plan.mode == Mode::Enforce).then(|| format!("{}: {subset}", plan.header));
+    let description = decision.describe(&plan);
 
     if as_json {
         let out = json!({
@@ -200,7 +212,7 @@ fn explain(
             "rule": rule.map(|r| r.name.as_str()),
             "key": key.map(|k| k.label.as_str()).or((decision.reason == Reason::Pin).then_some("pin")),
             "bucket": decision.bucket,
-            "mode": mode_name(router.mode),
+            "mode": mode_name(plan.mode),
             "routing_header": routing_header,
             "set_cookie": set_cookie,
             "decision": description,
@@ -215,7 +227,7 @@ fn explain(
             "rule:     {} (rule {} of {})",
             rule.name,
             decision.rule.unwrap_or(0) + 1,
-            router.rules.len()
+            plan.rules.len()
         );
     }
     if let Some(key) = key {
@@ -245,15 +257,14 @@ fn explain(
 }
 
 fn run_simulate(path: &str, to: Option<&str>, keys: u64, as_json: bool) -> Result<(), Failure> {
-    let from = load(path)?.router;
-    let target = to.map(load).transpose()?.map(|l| l.router);
+    let from = load(path)?.plan;
+    let target = to.map(load).transpose()?.map(|l| l.plan);
 
-    let table = |router: &Router| -> Vec<Value> {
-        let counts = simulate::shares(router, keys);
-        router
-            .subsets
+    let table = |plan: &Plan| -> Vec<Value> {
+        let counts = simulate::shares(plan, keys);
+        plan.subsets
             .iter()
-            .zip(&router.weights_bp)
+            .zip(&plan.weights_bp)
             .zip(counts)
             .map(|((name, bp), count)| {
                 json!({

@@ -12,7 +12,7 @@ use crate::slots::Slots;
 /// A ready-to-run configuration. Built only by `config::load`, so every index in it
 /// is valid (rule subsets, the default subset, bucket ranges).
 #[derive(Debug, Clone)]
-pub struct Router {
+pub struct Plan {
     /// Subset names in configuration order; a subset is referred to by index.
     pub subsets: Vec<String>,
     /// Weights in basis points (0.01 %), same order as `subsets`.
@@ -55,14 +55,14 @@ pub struct StickyKey {
     pub label: String,
 }
 
-impl Router {
+impl Plan {
     /// The split in force at `now_ms` (Unix milliseconds): the configured one,
     /// or the ramp's step.
     pub fn split_at(&self, now_ms: i64) -> Split {
         self.split_at_restarted(now_ms, 0)
     }
 
-    /// [`Router::split_at`] for a ramp that restarted from its first step at
+    /// [`Plan::split_at`] for a ramp that restarted from its first step at
     /// `restarted_at_ms` (a brake's cooldown ended then; 0: never).
     pub fn split_at_restarted(&self, now_ms: i64, restarted_at_ms: i64) -> Split {
         match &self.ramp {

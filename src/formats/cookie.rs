@@ -1,6 +1,6 @@
 //! Cookie lookup in `Cookie` request headers (RFC 6265 §5.4 syntax, read leniently).
 //!
-//! Rules, decided once and documented in the README:
+//! Rules, decided once and documented in docs/configuration.md:
 //! - pairs are separated by `;`, optional spaces/tabs around names and values are
 //!   ignored, and a value in double quotes is read without them;
 //! - a pair without `=` is skipped (garbage never fails a request);
