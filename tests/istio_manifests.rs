@@ -4,7 +4,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! The manifests in `istio/` (issue 6): every document is valid against Istio's
+//! The manifests in `istio/`: every document is valid against Istio's
 //! published CRD schemas (npm `@kubernetes-models/istio`, run by
 //! `istio/validate.mjs`) or the core Kubernetes schemas (PyPI
 //! `kubernetes-validate --strict`), and the files agree with each other and with
@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 
 const HINT: &str = "run `make istio-check` (installs node packages into target/istio-check and kubernetes-validate into .venv)";
 
-/// The files of this part of issue 6, all applied by `kustomization.yaml`.
+/// The manifests applied by `kustomization.yaml`.
 const APPLIED: &[&str] = &[
     "namespace.yaml",
     "deployments.yaml",

@@ -7,7 +7,7 @@
 //! The shipped files under envoy/: the demo plugin configuration embedded in
 //! envoy.yaml is envoy/canary.json, docker-compose.yaml runs the same files the
 //! native tests run, the two bootstraps merge into one Envoy, and the demo
-//! configuration routes as the README says.
+//! configuration routes as docs/configuration.md says.
 
 mod common;
 
@@ -86,7 +86,7 @@ fn canary_json_is_the_configuration_embedded_in_envoy_yaml() {
     );
     let value = config["configuration"]["value"].as_str().expect("a string");
     assert_eq!(value, canary);
-    // The contract example of issue 2.
+    // The contract example of docs/configuration.md.
     let c: serde_json::Value = serde_json::from_str(value).unwrap();
     assert_eq!(
         c["subsets"][1],

@@ -37,7 +37,7 @@ pub fn pin_config(v1: f64, v2: f64, seed: &str) -> serde_json::Value {
     })
 }
 
-/// `xxh64(key, xxh64(seed, 0)) % 10000`, as the README documents it.
+/// `xxh64(key, xxh64(seed, 0)) % 10000`, as docs/configuration.md documents it.
 pub fn bucket(key: &str, seed: &str) -> u16 {
     let b = xxh64(key.as_bytes(), xxh64(seed.as_bytes(), 0)) % 10_000;
     u16::try_from(b).unwrap()
