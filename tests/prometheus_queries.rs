@@ -12,7 +12,7 @@
 //! istio/prometheus-queries.md (under its `### <id>` heading), each panel `expr` of
 //! dashboards/canary-router.json, the `query:` of each Flagger MetricTemplate in
 //! istio/flagger-metric-template.yaml, the queries `istio/rollout.sh --dry-run`
-//! prints, and every ```promql block of README.md.
+//! prints, and every ```promql block of README.md and docs/*.md.
 //!
 //! The rule tying them together: a query shipped anywhere but the document must be
 //! one of the document's queries, the same text up to whitespace and the window
@@ -971,7 +971,24 @@ fn every_shipped_query_gives_what_the_traffic_implies() {
     let dashboard = dashboard_exprs(&read_repo_file("dashboards/canary-router.json"));
     let flagger = flagger_queries(&read_repo_file("istio/flagger-metric-template.yaml"));
     let rollout = rollout_queries();
-    let readme = readme_queries(&read_repo_file("README.md"));
+    // README.md and every docs/*.md: any PromQL a user may copy.
+    let mut prose = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    docs.sort();
+    prose.extend(docs);
+    let readme: Vec<(String, String)> = prose
+        .iter()
+        .flat_map(|file| {
+            readme_queries(&read_repo_file(file))
+                .into_iter()
+                .map(move |q| (file.clone(), q))
+        })
+        .collect();
 
     // (where, query text as sent, doc id, scale)
     let mut to_run: Vec<(String, String, String, f64)> = Vec::new();
@@ -998,7 +1015,7 @@ fn every_shipped_query_gives_what_the_traffic_implies() {
                 .iter()
                 .map(|q| ("istio/rollout.sh --dry-run".to_string(), q)),
         )
-        .chain(readme.iter().map(|q| ("README.md".to_string(), q)));
+        .chain(readme.iter().map(|(file, q)| (file.clone(), q)));
     for (place, q) in others {
         match match_doc(q, &doc) {
             Some((id, scale)) => {
