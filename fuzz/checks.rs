@@ -32,7 +32,7 @@ use canary_router::request::{
     HeaderList, JsonClaims, JwtSource, LookupError, Request, RequestView,
 };
 use canary_router::rng::SplitMix64;
-use canary_router::rules::{Operator, Rule, Source};
+use canary_router::rules::{Condition, Input as RuleInput, Operator, Rule, Source, Test};
 use serde_json::{json, Map, Value};
 
 /// A check: panics when an invariant breaks on this input.
@@ -198,6 +198,26 @@ fn source_in_range(plan: &Plan, source: Source) {
     }
 }
 
+fn condition_in_range(plan: &Plan, condition: &Condition) {
+    match condition {
+        Condition::Test(test) => match &test.input {
+            RuleInput::Source(source) => source_in_range(plan, *source),
+            RuleInput::Path(i) | RuleInput::Method(i) | RuleInput::Host(i) => {
+                assert!(*i < plan.slots.header_count(), "header slot {i}")
+            }
+            RuleInput::Query { path, name } => {
+                assert!(*path < plan.slots.header_count(), "header slot {path}");
+                assert!(!name.is_empty());
+            }
+        },
+        Condition::All(cs) | Condition::Any(cs) => {
+            assert!(!cs.is_empty());
+            cs.iter().for_each(|c| condition_in_range(plan, c));
+        }
+        Condition::Not(c) => condition_in_range(plan, c),
+    }
+}
+
 /// Everything an accepted configuration promises the request path.
 pub fn check_router(r: &Plan) {
     let n = r.subsets.len();
@@ -236,7 +256,7 @@ pub fn check_router(r: &Plan) {
         assert!(rule.subset < n);
         assert!(valid_name(&rule.name), "rule name {:?}", rule.name);
         assert!(rules[..i].iter().all(|p| p.name != rule.name));
-        source_in_range(r, rule.source);
+        condition_in_range(r, &rule.condition);
     }
     for key in &r.sticky_keys {
         source_in_range(r, key.source);
@@ -1258,19 +1278,56 @@ fn model_compare(op: &Operator, value: &[u8]) -> bool {
     }
 }
 
-/// Independent model of `Rule::matches` over the request's values: a header
-/// rule matches when any one value sent under its name does (Envoy's
-/// `match_headers_individually`).
+/// Independent model of `Rule::matches` over the request's values.
 fn model_rule(rule: &Rule, request: &impl RequestView, input: &Input) -> Result<bool, LookupError> {
-    let on_value = |value: Option<&[u8]>| match (&rule.operator, value) {
+    model_condition(&rule.condition, request, input)
+}
+
+fn model_condition(
+    condition: &Condition,
+    request: &impl RequestView,
+    input: &Input,
+) -> Result<bool, LookupError> {
+    Ok(match condition {
+        Condition::Test(test) => model_test(test, request, input)?,
+        Condition::All(cs) => {
+            let mut all = true;
+            for c in cs.iter() {
+                all = all && model_condition(c, request, input)?;
+            }
+            all
+        }
+        Condition::Any(cs) => {
+            let mut any = false;
+            for c in cs.iter() {
+                any = any || model_condition(c, request, input)?;
+            }
+            any
+        }
+        Condition::Not(c) => !model_condition(c, request, input)?,
+    })
+}
+
+/// One test: a header test matches when any one value sent under its name
+/// does (Envoy's `match_headers_individually`).
+fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<bool, LookupError> {
+    let on_value = |value: Option<&[u8]>| match (&test.operator, value) {
         (Operator::Present(wanted), value) => value.is_some() == *wanted,
         (_, None) => false,
         (op, Some(value)) => model_compare(op, value),
     };
-    Ok(match rule.source {
-        Source::Header(slot) => {
-            request.header(slot)?;
-            let name = input.plan.slots.header_name(slot);
+    let first_of = |slot: usize| -> Option<Vec<u8>> {
+        let name = input.plan.slots.header_name(slot);
+        input
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    Ok(match &test.input {
+        RuleInput::Source(Source::Header(slot)) => {
+            request.header(*slot)?;
+            let name = input.plan.slots.header_name(*slot);
             let mut values = input
                 .headers
                 .iter()
@@ -1282,13 +1339,13 @@ fn model_rule(rule: &Rule, request: &impl RequestView, input: &Input) -> Result<
                 Some(_) => values.any(|v| on_value(Some(v))),
             }
         }
-        Source::Cookie(slot) => on_value(request.cookie(slot)?),
-        Source::Claim(slot) => {
-            let claim = request.claim(slot)?.map(|c| c.to_claim());
+        RuleInput::Source(Source::Cookie(slot)) => on_value(request.cookie(*slot)?),
+        RuleInput::Source(Source::Claim(slot)) => {
+            let claim = request.claim(*slot)?.map(|c| c.to_claim());
             if claim.is_none() && !request.has_claims()? {
                 return Ok(false);
             }
-            match (&rule.operator, claim) {
+            match (&test.operator, claim) {
                 (Operator::Present(wanted), claim) => claim.is_some() == *wanted,
                 (_, None | Some(Claim::Object)) => false,
                 (Operator::Contains(token), Some(Claim::List(items))) => {
@@ -1300,7 +1357,80 @@ fn model_rule(rule: &Rule, request: &impl RequestView, input: &Input) -> Result<
                 (op, Some(Claim::Scalar(s))) => model_compare(op, s.as_bytes()),
             }
         }
+        RuleInput::Path(slot) => {
+            request.header(*slot)?;
+            let path = first_of(*slot).map(|p| {
+                let cut = p.iter().position(|&b| b == b'?' || b == b'#');
+                p[..cut.unwrap_or(p.len())].to_vec()
+            });
+            on_value(path.as_deref())
+        }
+        RuleInput::Method(slot) => {
+            request.header(*slot)?;
+            on_value(first_of(*slot).as_deref())
+        }
+        RuleInput::Host(slot) => {
+            request.header(*slot)?;
+            let host = first_of(*slot).map(|a| {
+                if a.first() == Some(&b'[') {
+                    let end = a.iter().position(|&b| b == b']').map_or(a.len(), |e| e + 1);
+                    return a[..end].to_vec();
+                }
+                match a.iter().rposition(|&b| b == b':') {
+                    Some(c) if c + 1 < a.len() && a[c + 1..].iter().all(u8::is_ascii_digit) => {
+                        a[..c].to_vec()
+                    }
+                    _ => a,
+                }
+            });
+            on_value(host.as_deref())
+        }
+        RuleInput::Query { path, name } => {
+            request.header(*path)?;
+            let Some(p) = first_of(*path) else {
+                return Ok(on_value(None));
+            };
+            let Some(q) = p.iter().position(|&b| b == b'?') else {
+                return Ok(on_value(None));
+            };
+            let query = &p[q + 1..];
+            let query = &query[..query.iter().position(|&b| b == b'#').unwrap_or(query.len())];
+            for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+                let mut kv = pair.splitn(2, |&b| b == b'=');
+                let (k, v) = (kv.next().unwrap_or_default(), kv.next().unwrap_or_default());
+                let Some(k) = model_unescape(k) else {
+                    return Ok(false);
+                };
+                if k == **name {
+                    return Ok(match model_unescape(v) {
+                        Some(v) => on_value(Some(&v)),
+                        None => false,
+                    });
+                }
+            }
+            on_value(None)
+        }
     })
+}
+
+/// `%XX` decoding, or `None` for a malformed escape.
+fn model_unescape(text: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'%' {
+            let hex = std::str::from_utf8(text.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// The string values of a claims object, at any depth.

@@ -140,6 +140,47 @@ pub fn decide_with(
     decision
 }
 
+/// A request's sticky bucket and where it came from.
+#[derive(Clone, Copy)]
+struct Sticky {
+    bucket: u16,
+    reason: Reason,
+    key: Option<usize>,
+    new_pin: Option<PinId>,
+}
+
+/// The first present sticky key's bucket, else the pin cookie's, else a new
+/// pin's (pins on) or a random bucket.
+fn sticky(
+    plan: &Plan,
+    split: &Split,
+    request: &impl RequestView,
+    entropy: &mut impl Entropy,
+) -> Result<Sticky, LookupError> {
+    if let Some((index, bucket)) = first_key(plan, split, request)? {
+        return Ok(Sticky {
+            bucket,
+            reason: Reason::Hash,
+            key: Some(index),
+            new_pin: None,
+        });
+    }
+    Ok(match pinned(plan, split, request, entropy)? {
+        Some((bucket, reason, key, new_pin)) => Sticky {
+            bucket,
+            reason,
+            key,
+            new_pin,
+        },
+        None => Sticky {
+            bucket: random_bucket(entropy.next_u64()),
+            reason: Reason::Random,
+            key: None,
+            new_pin: None,
+        },
+    })
+}
+
 /// The decision before the brake.
 fn decide_split(
     plan: &Plan,
@@ -147,51 +188,61 @@ fn decide_split(
     request: &impl RequestView,
     entropy: &mut impl Entropy,
 ) -> Decision {
-    let rule = match plan.rules.first_match(request) {
+    // Computed at most once: by a rule with a percent, else by the weights.
+    let mut cached: Option<Sticky> = None;
+    let rule = plan.rules.first_accepted(request, |rule| {
+        let Some(percent_bp) = rule.percent_bp else {
+            return Ok(true);
+        };
+        let s = match cached {
+            Some(s) => s,
+            None => {
+                let s = sticky(plan, split, request, entropy)?;
+                cached = Some(s);
+                s
+            }
+        };
+        Ok(crate::rules::in_share(s.bucket, percent_bp))
+    });
+    let rule = match rule {
         Ok(rule) => rule,
         Err(_) => return Decision::fallback(plan),
     };
     if let Some(index) = rule {
         return match plan.rules.rules().get(index) {
-            Some(r) => Decision {
-                subset: r.subset,
-                reason: Reason::Rule,
-                rule: Some(index),
-                key: None,
-                bucket: None,
-                new_pin: None,
-                step: split.step(),
-                braked: false,
-            },
+            Some(r) => {
+                // A rule with a percent decided by the sticky bucket: show it,
+                // and keep a new pin so the user stays in (or out of) the share.
+                let share = cached.filter(|_| r.percent_bp.is_some());
+                Decision {
+                    subset: r.subset,
+                    reason: Reason::Rule,
+                    rule: Some(index),
+                    key: share.and_then(|s| s.key),
+                    bucket: share.map(|s| s.bucket),
+                    new_pin: share.and_then(|s| s.new_pin),
+                    step: split.step(),
+                    braked: false,
+                }
+            }
             None => Decision::fallback(plan),
         };
     }
-
-    let key = match first_key(plan, split, request) {
-        Ok(key) => key,
-        Err(_) => return Decision::fallback(plan),
-    };
-    let (bucket, reason, key, new_pin) = match key {
-        Some((index, bucket)) => (bucket, Reason::Hash, Some(index), None),
-        None => match pinned(plan, split, request, entropy) {
-            Ok(Some(pinned)) => pinned,
-            Ok(None) => (
-                random_bucket(entropy.next_u64()),
-                Reason::Random,
-                None,
-                None,
-            ),
+    let s = match cached {
+        Some(s) => s,
+        None => match sticky(plan, split, request, entropy) {
+            Ok(s) => s,
             Err(_) => return Decision::fallback(plan),
         },
     };
-    match split.subset_of(bucket) {
+    match split.subset_of(s.bucket) {
         Some(subset) => Decision {
             subset,
-            reason,
+            reason: s.reason,
             rule: None,
-            key,
-            bucket: Some(bucket),
-            new_pin,
+            key: s.key,
+            bucket: Some(s.bucket),
+            new_pin: s.new_pin,
             step: split.step(),
             braked: false,
         },

@@ -749,3 +749,116 @@ fn after_a_cooldown_the_ramp_restarts_from_its_first_step() {
         r.split_at(start - 1)
     );
 }
+
+/// A plan with these rules over v1 (default, 100 %) and v2.
+fn with_rules(rules: serde_json::Value) -> Plan {
+    plan(
+        &serde_json::json!({
+            "subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+            "sticky": {"keys": [{"header": "x-user-id"}], "seed": "s"},
+            "rules": rules,
+        })
+        .to_string(),
+    )
+}
+
+fn request(method: &str, authority: &str, path: &str) -> Fake {
+    Fake::new()
+        .header(":method", method)
+        .header(":authority", authority)
+        .header(":path", path)
+        .header("x-user-id", "u1")
+}
+
+#[test]
+fn request_attributes_and_composition_decide_as_written() {
+    let r = with_rules(serde_json::json!([
+        // Keep /admin and /healthz on the stable subset, whatever follows.
+        {"name": "internal", "subset": "v1", "match": {"any": [
+            {"path": {"prefix": "/admin"}}, {"path": {"exact": "/healthz"}}]}},
+        // Writes to the API of one shop, not from the legacy app.
+        {"name": "writes", "subset": "v2", "match": {"all": [
+            {"method": {"in": ["POST", "PUT"]}},
+            {"host": {"exact": "shop.example.com"}},
+            {"path": {"prefix": "/api/"}},
+            {"not": {"header": {"name": "user-agent", "prefix": "LegacyApp/"}}}]}},
+        {"name": "beta", "subset": "v2", "match": {"query": {"name": "beta", "exact": "1"}}}
+    ]));
+    let on = |req: Fake| decide_on(&r, &req).2;
+    let rule = |name: &str| Some(name.to_owned());
+    assert_eq!(
+        on(request("GET", "shop.example.com", "/admin/users?beta=1")),
+        rule("internal")
+    );
+    assert_eq!(
+        on(request("GET", "shop.example.com", "/healthz")),
+        rule("internal")
+    );
+    assert_eq!(
+        on(request("GET", "shop.example.com", "/healthz/deep")),
+        None
+    );
+    assert_eq!(
+        on(request("POST", "shop.example.com:8443", "/api/cart?x=1")),
+        rule("writes")
+    );
+    assert_eq!(on(request("POST", "other.example.com", "/api/cart")), None);
+    assert_eq!(on(request("GET", "shop.example.com", "/api/cart")), None);
+    assert_eq!(
+        on(request("PUT", "shop.example.com", "/api/cart").header("user-agent", "LegacyApp/2")),
+        None
+    );
+    assert_eq!(on(request("GET", "a", "/x?beta=1")), rule("beta"));
+    assert_eq!(on(request("GET", "a", "/x?beta=%31")), rule("beta"));
+    assert_eq!(
+        on(request("GET", "a", "/x?beta=2&beta=1")),
+        None,
+        "the first wins"
+    );
+    assert_eq!(on(request("GET", "a", "/x?beta=%G1")), None, "undecodable");
+    assert_eq!(on(request("GET", "a", "/x#beta=1")), None);
+}
+
+#[test]
+fn a_percent_takes_a_sticky_growing_share_of_its_segment() {
+    let plan_at = |percent: f64| {
+        with_rules(serde_json::json!([
+            {"name": "acme", "subset": "v2", "percent": percent,
+             "match": {"header": {"name": "x-tenant", "exact": "acme"}}}
+        ]))
+    };
+    let keys: Vec<String> = (0..5_000).map(|i| format!("user-{i}")).collect();
+    let on_v2 = |r: &Plan| -> std::collections::BTreeSet<usize> {
+        keys.iter()
+            .enumerate()
+            .filter(|(_, k)| {
+                let req = Fake::new()
+                    .header("x-tenant", "acme")
+                    .header("x-user-id", k);
+                decide(r, &req, &mut NoRandom).subset == 1
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut previous = std::collections::BTreeSet::new();
+    for percent in [0.0, 20.0, 50.0, 100.0] {
+        let r = plan_at(percent);
+        let now = on_v2(&r);
+        let share = now.len() as f64 * 100.0 / keys.len() as f64;
+        assert!((share - percent).abs() <= 2.0, "{percent} %: {share:.2} %");
+        assert!(
+            previous.is_subset(&now),
+            "raising the percent moved users out"
+        );
+        // Sticky: the same answer again.
+        assert_eq!(on_v2(&r), now);
+        previous = now;
+    }
+    // Outside the segment the rule never applies; inside it, the rest falls
+    // through to the weights (100 % v1 here).
+    let r = plan_at(50.0);
+    let other = Fake::new()
+        .header("x-tenant", "globex")
+        .header("x-user-id", "user-1");
+    assert_eq!(decide(&r, &other, &mut NoRandom).subset, 0);
+}

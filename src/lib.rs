@@ -28,6 +28,7 @@ pub mod config;
 pub mod decide;
 pub mod filter;
 pub mod formats;
+pub mod goals;
 pub mod hash;
 pub mod labels;
 pub mod metrics;

@@ -4,7 +4,7 @@
 //! Labels are encoded in the names the way Istio encodes its own (`name=.=value;.;`),
 //! so one tag regex per label, `(name=\.=(.*?);\.;)`, turns them into Prometheus
 //! labels: Istio writes exactly that regex for each of its `extraStatTags`, and
-//! `envoy/envoy.yaml` lists the same four. Both proxies then show the same series:
+//! `envoy/envoy.yaml` lists the same five. Both proxies then show the same series:
 //!
 //! | name at `/stats` (prefix `canary`)                          | at `/stats/prometheus`                           |
 //! |-------------------------------------------------------------|--------------------------------------------------|
@@ -13,6 +13,7 @@
 //! | `canary.subset=.=v2;.;class=.=5xx;.;responses`              | `canary_responses{subset,class}`                 |
 //! | `canary.subset=.=v2;.;response_duration_ms` (histogram)     | `canary_response_duration_ms_bucket{subset,le}`  |
 //! | `canary.rule=.=staff;.;rule_matches`                        | `canary_rule_matches{rule}`                      |
+//! | `canary.goal=.=checkout;.;subset=.=v2;.;goals`              | `canary_goals{goal,subset}`                      |
 //! | `canary.subset=.=v2;.;weight_bp` (gauge)                    | `canary_weight_bp{subset}`                       |
 //! | `canary.subset=.=v2;.;brake_trips`                          | `canary_brake_trips{subset}`                     |
 //! | `canary.subset=.=v2;.;brake_tripped` (gauge)                | `canary_brake_tripped{subset}`                   |
@@ -22,7 +23,7 @@ use crate::labels::{Reason, ResponseClass};
 
 /// The labels the names carry: each needs one tag regex in the proxy's bootstrap
 /// (`envoy/envoy.yaml`'s `stats_tags`, Istio's `extraStatTags`).
-pub const LABELS: [&str; 4] = ["subset", "reason", "class", "rule"];
+pub const LABELS: [&str; 5] = ["subset", "reason", "class", "rule", "goal"];
 
 /// One label in Istio's in-name encoding: `subset=.=v2;.;`.
 fn label(name: &str, value: &str) -> String {
@@ -41,6 +42,8 @@ pub struct MetricNames {
     pub rule_matches: Vec<String>,
     /// `[subset][class]`
     pub responses: Vec<Vec<String>>,
+    /// `[goal][subset]`
+    pub goals: Vec<Vec<String>>,
     /// Histograms `[subset]`: request headers to response headers, in milliseconds.
     pub durations: Vec<String>,
     /// Gauge: the VM's linear memory in bytes.
@@ -66,7 +69,12 @@ impl MetricNames {
 impl MetricNames {
     // Plain loops: each `map(..).collect()` here was an iterator instance of its
     // own in the .wasm.
-    pub fn new(prefix: &str, subsets: &[String], rules: &[String]) -> MetricNames {
+    pub fn new(
+        prefix: &str,
+        subsets: &[String],
+        rules: &[String],
+        goals: &[String],
+    ) -> MetricNames {
         let requests = |scope: &str| -> Vec<Vec<String>> {
             let mut rows = Vec::with_capacity(subsets.len());
             for s in subsets {
@@ -95,6 +103,15 @@ impl MetricNames {
             }
             responses.push(row);
         }
+        let mut goal_rows = Vec::with_capacity(goals.len());
+        for g in goals {
+            let g = label("goal", g);
+            let mut row = Vec::with_capacity(subsets.len());
+            for s in subsets {
+                row.push(format!("{prefix}.{g}{}goals", label("subset", s)));
+            }
+            goal_rows.push(row);
+        }
         let mut rule_matches = Vec::with_capacity(rules.len());
         for r in rules {
             rule_matches.push(format!("{prefix}.{}rule_matches", label("rule", r)));
@@ -108,6 +125,7 @@ impl MetricNames {
             shadow_requests: requests(&format!("{prefix}.shadow.")),
             rule_matches,
             responses,
+            goals: goal_rows,
         }
     }
 }
@@ -118,7 +136,16 @@ mod tests {
 
     #[test]
     fn names_follow_the_contract() {
-        let names = MetricNames::new("canary", &["v1".into(), "v2".into()], &["qa".into()]);
+        let names = MetricNames::new(
+            "canary",
+            &["v1".into(), "v2".into()],
+            &["qa".into()],
+            &["checkout".into()],
+        );
+        assert_eq!(
+            names.goals[0][1],
+            "canary.goal=.=checkout;.;subset=.=v2;.;goals"
+        );
         assert_eq!(
             names.requests[1][Reason::Rule.index()],
             "canary.subset=.=v2;.;reason=.=rule;.;requests"

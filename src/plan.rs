@@ -2,6 +2,7 @@
 
 use crate::brake::Brake;
 use crate::bucket::Split;
+use crate::goals::Goal;
 use crate::metrics::MetricNames;
 use crate::pin::PinCookie;
 use crate::ramp::Ramp;
@@ -37,6 +38,8 @@ pub struct Plan {
     pub ramp: Option<Ramp>,
     /// The local brake on one subset (`brake`).
     pub brake: Option<Brake>,
+    /// Outcomes counted per subset (`goals`).
+    pub goals: Vec<Goal>,
 }
 
 /// `enforce` routes; `shadow` only decides and counts.

@@ -19,8 +19,8 @@ use crate::request::{LookupError, PresentSlots, RequestView};
 use crate::slots::ByteSet;
 use crate::slots::SlotList;
 
-/// What a rule or sticky key reads: a slot numbered at configure time (names in
-/// [`crate::slots::Slots`]).
+/// What a sticky key or a condition reads: a slot numbered at configure time
+/// (names in [`crate::slots::Slots`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// A request header. A rule reads each value sent on its own; a sticky
@@ -32,7 +32,24 @@ pub enum Source {
     Claim(usize),
 }
 
-/// How a rule compares. Byte-wise: header values need not be UTF-8.
+/// What one test of a condition reads: a source, or a request attribute read
+/// from the pseudo-headers the filter already has (each holds the slot of its
+/// pseudo-header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Source(Source),
+    /// `:path` up to the query string, raw, as Envoy's route `path`/`prefix` see it.
+    Path(usize),
+    /// `:method`.
+    Method(usize),
+    /// `:authority` without its port.
+    Host(usize),
+    /// The first query parameter of `:path` named `name`, percent-decoded; a
+    /// query that does not decode does not match.
+    Query { path: usize, name: Box<[u8]> },
+}
+
+/// How a test compares. Byte-wise: header values need not be UTF-8.
 #[derive(Debug, Clone)]
 pub enum Operator {
     Exact(Box<[u8]>),
@@ -48,31 +65,117 @@ pub enum Operator {
     Regex(regex_lite::Regex),
 }
 
-/// One compiled rule: when `source` satisfies `operator`, route to `subset`.
+/// One single-source test: `input` satisfies `operator`.
+#[derive(Debug, Clone)]
+pub struct Test {
+    pub input: Input,
+    pub operator: Operator,
+}
+
+/// A rule's (or a goal's) condition: tests composed as Istio composes a
+/// match (all of a match's conditions, any of its matches, `withoutHeaders`).
+#[derive(Debug, Clone)]
+pub enum Condition {
+    Test(Test),
+    /// Every one (non-empty).
+    All(Box<[Condition]>),
+    /// At least one (non-empty).
+    Any(Box<[Condition]>),
+    Not(Box<Condition>),
+}
+
+/// How deep conditions may nest, and how many tests one rule may hold.
+pub const MAX_DEPTH: usize = 8;
+pub const MAX_TESTS: usize = 64;
+
+/// One compiled rule: when the request satisfies `condition` (and, with a
+/// percent, its sticky bucket is in the rule's share), route to `subset`.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
     pub subset: usize,
-    pub source: Source,
-    pub operator: Operator,
+    pub condition: Condition,
+    /// The share of the matching requests this rule takes, in basis points
+    /// (`None`: all of them); see [`in_share`].
+    pub percent_bp: Option<u16>,
+}
+
+/// Is a request with sticky `bucket` in a share of `percent_bp`? The share is
+/// the top of the bucket range, where the last subset's weight sits: raising a
+/// percent only adds users, and with the canary listed last, a user the
+/// weights put on the canary is in every share at least that large.
+pub fn in_share(bucket: u16, percent_bp: u16) -> bool {
+    u32::from(bucket) + u32::from(percent_bp) >= u32::from(crate::bucket::BUCKETS)
 }
 
 impl Rule {
-    /// Does the request satisfy this rule? `Err` when the value could not be read.
+    /// Does the request satisfy this rule's condition? `Err` when a value could
+    /// not be read.
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
-        Ok(match self.source {
-            Source::Header(slot) => {
+        self.condition.matches(request)
+    }
+}
+
+impl Condition {
+    pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
+        match self {
+            Condition::Test(test) => test.matches(request),
+            Condition::All(all) => {
+                for c in all.iter() {
+                    if !c.matches(request)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Condition::Any(any) => {
+                for c in any.iter() {
+                    if c.matches(request)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Condition::Not(c) => Ok(!c.matches(request)?),
+        }
+    }
+
+    /// A header or cookie slot that must hold a value for this condition to
+    /// match (the rule index lists the rule under it), if there is one.
+    fn required_slot(&self) -> Option<(bool, usize)> {
+        match self {
+            Condition::Test(test) => test.required_slot(),
+            Condition::All(all) => all.iter().find_map(Condition::required_slot),
+            Condition::Any(_) | Condition::Not(_) => None,
+        }
+    }
+
+    /// Whether any test reads a JWT claim.
+    pub fn reads_claims(&self) -> bool {
+        match self {
+            Condition::Test(test) => matches!(test.input, Input::Source(Source::Claim(_))),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::reads_claims),
+            Condition::Not(c) => c.reads_claims(),
+        }
+    }
+}
+
+impl Test {
+    /// Does the request satisfy this test? `Err` when the value could not be read.
+    pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
+        Ok(match &self.input {
+            Input::Source(Source::Header(slot)) => {
                 // Each value on its own (Envoy's `match_headers_individually`):
                 // a repeated header matches when any of its values does.
-                let mut values = request.header_values(slot)?;
+                let mut values = request.header_values(*slot)?;
                 match values.next() {
                     None => self.on_value(None),
                     Some(first) => self.on_present(first) || values.any(|v| self.on_present(v)),
                 }
             }
-            Source::Cookie(slot) => self.on_value(request.cookie(slot)?),
-            Source::Claim(slot) => {
-                let claim = request.claim(slot)?;
+            Input::Source(Source::Cookie(slot)) => self.on_value(request.cookie(*slot)?),
+            Input::Source(Source::Claim(slot)) => {
+                let claim = request.claim(*slot)?;
                 // Without a token there are no claims to judge: `present: false`
                 // means "a token without this claim", never "no token".
                 if claim.is_none() && !request.has_claims()? {
@@ -80,10 +183,45 @@ impl Rule {
                 }
                 self.on_claim(claim.as_ref())
             }
+            Input::Path(slot) => {
+                let path = request.header(*slot)?;
+                self.on_value(path.map(crate::formats::url::path_only))
+            }
+            Input::Method(slot) => self.on_value(request.header(*slot)?),
+            Input::Host(slot) => {
+                let authority = request.header(*slot)?;
+                self.on_value(authority.map(crate::formats::url::host_only))
+            }
+            Input::Query { path, name } => {
+                let Some(path) = request.header(*path)? else {
+                    return Ok(self.on_value(None));
+                };
+                match crate::formats::url::query_param(path, name) {
+                    crate::formats::url::Param::Absent => self.on_value(None),
+                    crate::formats::url::Param::Value(value) => self.on_present(&value),
+                    // Undecodable: matches nothing, not even `present: false`.
+                    crate::formats::url::Param::Undecodable => false,
+                }
+            }
         })
     }
 
-    /// Most rules of a long list read an absent header or cookie: that answer is
+    fn required_slot(&self) -> Option<(bool, usize)> {
+        if matches!(self.operator, Operator::Present(false)) {
+            return None;
+        }
+        match &self.input {
+            Input::Source(Source::Header(slot))
+            | Input::Path(slot)
+            | Input::Method(slot)
+            | Input::Host(slot) => Some((true, *slot)),
+            Input::Query { path, .. } => Some((true, *path)),
+            Input::Source(Source::Cookie(slot)) => Some((false, *slot)),
+            Input::Source(Source::Claim(_)) => None,
+        }
+    }
+
+    /// Most tests of a long list read an absent header or cookie: that answer is
     /// inlined into the walk, the comparison is not.
     #[inline]
     fn on_value(&self, value: Option<&[u8]>) -> bool {
@@ -174,9 +312,10 @@ pub struct RuleSet {
 }
 
 /// The rules by what they need to match, each list in configuration order. A
-/// header or cookie rule other than `present: false` cannot match an absent
-/// value, so it is listed under its slot and read only when that slot holds a
-/// value; every other rule (claims, `present: false`) is read on each request.
+/// rule that cannot match without a value in some header or cookie slot (a test
+/// other than `present: false`, alone or in an `all`) is listed under that slot
+/// and read only when the slot holds a value; every other rule (claims, `any`,
+/// `not`, `present: false`) is read on each request.
 #[derive(Debug, Clone, Default)]
 struct RuleIndex {
     by_header: Vec<Vec<usize>>,
@@ -188,13 +327,13 @@ impl RuleIndex {
     fn new(rules: &[Rule]) -> RuleIndex {
         let mut index = RuleIndex::default();
         for (i, rule) in rules.iter().enumerate() {
-            let (lists, slot) = match (rule.source, &rule.operator) {
-                (_, Operator::Present(false)) | (Source::Claim(_), _) => {
+            let (lists, slot) = match rule.condition.required_slot() {
+                None => {
                     index.always.push(i);
                     continue;
                 }
-                (Source::Header(slot), _) => (&mut index.by_header, slot),
-                (Source::Cookie(slot), _) => (&mut index.by_cookie, slot),
+                Some((true, slot)) => (&mut index.by_header, slot),
+                Some((false, slot)) => (&mut index.by_cookie, slot),
             };
             if lists.len() <= slot {
                 lists.resize_with(slot + 1, Vec::new);
@@ -237,6 +376,16 @@ impl RuleSet {
     /// config of hundreds of rules on headers that a request does not carry
     /// then costs what its few candidates cost.
     pub fn first_match(&self, request: &impl RequestView) -> Result<Option<usize>, LookupError> {
+        self.first_accepted(request, |_| Ok(true))
+    }
+
+    /// [`RuleSet::first_match`], skipping matching rules that `accept` declines
+    /// (a rule whose percent leaves this request out falls through).
+    pub fn first_accepted(
+        &self,
+        request: &impl RequestView,
+        mut accept: impl FnMut(&Rule) -> Result<bool, LookupError>,
+    ) -> Result<Option<usize>, LookupError> {
         let mut candidates = if self.rules.len() > Self::WALK_UP_TO {
             request
                 .present_slots()
@@ -257,7 +406,7 @@ impl RuleSet {
             let Some(rule) = self.rules.get(index) else {
                 return Ok(None);
             };
-            if rule.matches(request)? {
+            if rule.matches(request)? && accept(rule)? {
                 return Ok(Some(index));
             }
         }

@@ -69,7 +69,11 @@ fn config() -> String {
         // configured 90/10.
         "ramp": { "subset": "v2", "start": "2020-01-01T00:00:00Z",
                   "steps": [ {"weight": 25, "hold": "999999h"}, {"weight": 100} ] },
-        "brake": { "subset": "v2", "max_error_rate": 0.5, "window": "10s", "min_requests": 20 }
+        "brake": { "subset": "v2", "max_error_rate": 0.5, "window": "10s", "min_requests": 20 },
+        // A keyed user's successful request: the goal-conversion query's numerator.
+        "goals": [ {"name": "checkout", "status": "2xx",
+                    "match": {"all": [ {"method": {"exact": "GET"}},
+                                       {"header": {"name": "x-user-id", "present": true}} ]}} ]
     })
     .to_string()
 }
@@ -86,6 +90,8 @@ struct Traffic {
     responses: BTreeMap<(String, String), u64>,
     /// rule -> matches
     rules: BTreeMap<String, u64>,
+    /// subset -> checkout goals completed (keyed requests answered 2xx)
+    goals: BTreeMap<String, u64>,
 }
 
 impl Traffic {
@@ -169,6 +175,9 @@ fn send(
         .or_default() += 1;
     if let Some(rule) = rule {
         *traffic.rules.entry(rule).or_default() += 1;
+    }
+    if headers.iter().any(|(k, _)| *k == "x-user-id") && (200..300).contains(&r.status) {
+        *traffic.goals.entry(subset.clone()).or_default() += 1;
     }
     (subset, braked)
 }
@@ -681,12 +690,13 @@ fn match_doc(query: &str, doc: &[(String, String)]) -> Option<(String, f64)> {
 type Labels = BTreeMap<String, String>;
 
 /// The document's ids `expectation` knows.
-const EXPECTED_IDS: [&str; 19] = [
+const EXPECTED_IDS: [&str; 20] = [
     "request-share",
     "request-share-gateway",
     "requests-by-reason",
     "reason-share",
     "rule-matches",
+    "goal-conversion",
     "success-rate",
     "responses-by-class",
     "latency-p99",
@@ -779,6 +789,16 @@ fn expectation(id: &str, t: &Traffic, k: f64, instance: &str) -> Option<Vec<(Lab
             .map(|r| {
                 let n = t.rules.get(*r).copied().unwrap_or(0) as f64;
                 (labels(&[("rule", r)]), Expect::Close(n * k))
+            })
+            .collect(),
+        "goal-conversion" => SUBSETS
+            .iter()
+            .map(|s| {
+                let done = t.goals.get(*s).copied().unwrap_or(0) as f64;
+                (
+                    labels(&[("goal", "checkout"), ("subset", s)]),
+                    Expect::Close(done / t.requests_of(s) as f64),
+                )
             })
             .collect(),
         "success-rate" => per_subset(&|s| {

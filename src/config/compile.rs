@@ -2,11 +2,14 @@
 
 use serde_json::Value;
 
+use super::conditions::{compile_condition, percent_bp};
 use super::reader::Object;
 use super::{ConfigError, Loaded};
 use crate::brake::Brake;
 use crate::bucket::{Split, BUCKETS};
+use crate::goals::{Goal, MAX_GOALS};
 use crate::hash::FastMap;
+use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
 use crate::plan::{Mode, Plan, StickyKey};
@@ -23,8 +26,7 @@ pub const DEFAULT_METADATA_KEY: &str = "payload";
 pub const DEFAULT_PAYLOAD_HEADER: &str = "x-jwt-payload";
 const NAME_PATTERN: &str = "[a-z0-9][a-z0-9_-]{0,62}";
 const KEY_SOURCES: &[&str] = &["jwt_claim", "cookie", "header"];
-const MATCH_SOURCES: &[&str] = &["header", "cookie", "jwt_claim"];
-const OPERATORS: &[&str] = &["exact", "prefix", "present", "in", "contains", "regex"];
+pub(super) const OPERATORS: &[&str] = &["exact", "prefix", "present", "in", "contains", "regex"];
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
@@ -40,6 +42,7 @@ const TOP_FIELDS: &[&str] = &[
     "mode",
     "ramp",
     "brake",
+    "goals",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -115,7 +118,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     let rule_list = top.list("rules")?;
     let mut rules = Vec::with_capacity(rule_list.len());
     for (path, rule) in rule_list {
-        let rule = Object::new(rule, path, &["name", "subset", "match"])?;
+        let rule = Object::new(rule, path, &["name", "subset", "match", "percent"])?;
         let name = rule.required_string("name")?;
         if !valid_name(name) {
             return Err(ConfigError::new(
@@ -134,17 +137,20 @@ pub fn compile(config: &Value) -> Result<Loaded> {
             rule.required_string("subset")?,
             &rule.path("subset"),
         )?;
-        let matcher = Object::new(rule.required("match")?, rule.path("match"), MATCH_SOURCES)?;
-        let (source, operator) = compile_match(&matcher, &mut slots)?;
+        let condition = compile_condition(rule.required("match")?, rule.path("match"), &mut slots)?;
+        let percent_bp = rule
+            .get("percent")
+            .map(|p| percent_bp(p, &rule.path("percent")))
+            .transpose()?;
         rules.push(Rule {
             name: name.to_owned(),
             subset,
-            source,
-            operator,
+            condition,
+            percent_bp,
         });
     }
 
-    let uses_claims = rules.iter().any(|r| matches!(r.source, Source::Claim(_)))
+    let uses_claims = rules.iter().any(|r| r.condition.reads_claims())
         || sticky_keys
             .iter()
             .any(|k| matches!(k.source, Source::Claim(_)));
@@ -179,13 +185,18 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .map(|b| compile_brake(&b, &subsets, default_subset))
         .transpose()?;
 
+    let goals = compile_goals(&top, &mut slots)?;
     let mut rule_name_list = Vec::with_capacity(rules.len());
     for rule in &rules {
         rule_name_list.push(rule.name.clone());
     }
+    let mut goal_name_list = Vec::with_capacity(goals.len());
+    for goal in &goals {
+        goal_name_list.push(goal.name.clone());
+    }
     let plan = Plan {
         split: Split::new(&weights_bp, &seed),
-        metrics: MetricNames::new(&metrics_prefix, &subsets, &rule_name_list),
+        metrics: MetricNames::new(&metrics_prefix, &subsets, &rule_name_list, &goal_name_list),
         subsets,
         weights_bp,
         default_subset,
@@ -200,8 +211,54 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         mode,
         ramp,
         brake,
+        goals,
     };
     Ok(Loaded { plan, warnings })
+}
+
+/// `goals`: unique names, a condition and the response class that completes each.
+fn compile_goals(top: &Object, slots: &mut Slots) -> Result<Vec<Goal>> {
+    let list = top.list("goals")?;
+    if list.len() > MAX_GOALS {
+        return Err(ConfigError::new(
+            "goals",
+            format!("{} goals; at most {MAX_GOALS}", list.len()),
+        ));
+    }
+    let mut goals: Vec<Goal> = Vec::with_capacity(list.len());
+    for (path, goal) in list {
+        let goal = Object::new(goal, path, &["name", "match", "status"])?;
+        let name = goal.required_string("name")?;
+        if !valid_name(name) {
+            return Err(ConfigError::new(
+                goal.path("name"),
+                format!("{name:?} is not a valid goal name (want {NAME_PATTERN})"),
+            ));
+        }
+        if goals.iter().any(|g| g.name == name) {
+            return Err(ConfigError::new(
+                goal.path("name"),
+                format!("duplicate goal name {name:?}"),
+            ));
+        }
+        let condition = compile_condition(goal.required("match")?, goal.path("match"), slots)?;
+        let status = goal.required_string("status")?;
+        let class = ResponseClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == status)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    goal.path("status"),
+                    format!("unknown status class {status:?}, expected \"2xx\", \"3xx\", \"4xx\" or \"5xx\""),
+                )
+            })?;
+        goals.push(Goal {
+            name: name.to_owned(),
+            condition,
+            class,
+        });
+    }
+    Ok(goals)
 }
 
 fn compile_subsets(top: &Object) -> Result<(Vec<String>, Vec<u16>)> {
@@ -252,7 +309,7 @@ fn compile_subsets(top: &Object) -> Result<(Vec<String>, Vec<u16>)> {
     Ok((names, weights))
 }
 
-fn kind(value: &serde_json::Value) -> &'static str {
+pub(super) fn kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Object(_) => "an object",
         serde_json::Value::String(_) => "a string",
@@ -322,7 +379,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// An HTTP header name (RFC 9110 token), lowercased as Envoy stores them.
-fn header_name(name: &str, path: &str) -> Result<String> {
+pub(super) fn header_name(name: &str, path: &str) -> Result<String> {
     let is_token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if name.is_empty() || !name.bytes().all(is_token_char) {
         return Err(ConfigError::new(
@@ -393,7 +450,7 @@ fn compile_jwt(jwt: Option<Object>) -> Result<JwtSource> {
     }
 }
 
-fn claim_path(name: &str, path: &str) -> Result<Vec<String>> {
+pub(super) fn claim_path(name: &str, path: &str) -> Result<Vec<String>> {
     let mut segments = Vec::new();
     for segment in name.split('.') {
         segments.push(segment.to_owned());
@@ -593,7 +650,7 @@ fn pin_cookie(pin: &Object, slots: &mut Slots) -> Result<PinCookie> {
     ))
 }
 
-fn cookie_name(name: &str, path: &str) -> Result<String> {
+pub(super) fn cookie_name(name: &str, path: &str) -> Result<String> {
     if name.is_empty()
         || name
             .bytes()
@@ -607,26 +664,7 @@ fn cookie_name(name: &str, path: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-fn compile_match(matcher: &Object, slots: &mut Slots) -> Result<(Source, Operator)> {
-    let kind = matcher.exactly_one(MATCH_SOURCES)?;
-    let operand = Object::new(
-        matcher.required(kind)?,
-        matcher.path(kind),
-        &[
-            "name", "exact", "prefix", "present", "in", "contains", "regex",
-        ],
-    )?;
-    let name = operand.required_string("name")?;
-    let name_path = operand.path("name");
-    let source = match kind {
-        "header" => Source::Header(slots.intern_header(&header_name(name, &name_path)?)),
-        "cookie" => Source::Cookie(slots.intern_cookie(&cookie_name(name, &name_path)?)),
-        _ => Source::Claim(slots.intern_claim(claim_path(name, &name_path)?)),
-    };
-    Ok((source, compile_operator(&operand)?))
-}
-
-fn compile_operator(operand: &Object) -> Result<Operator> {
+pub(super) fn compile_operator(operand: &Object) -> Result<Operator> {
     let op = operand.exactly_one(OPERATORS)?;
     let path = operand.path(op);
     let bytes = |s: &str| s.as_bytes().to_vec().into_boxed_slice();

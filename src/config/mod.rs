@@ -1,9 +1,10 @@
-//! Configuration: parse (serde, unknown fields refused) → validate → compile into a
+//! Configuration: parse (strict: unknown fields refused) → validate → compile into a
 //! [`Plan`]. Shared by the filter and the native tools; the filter swaps the new
 //! plan in only when all of it is valid.
 
 mod compile;
 pub use compile::DEFAULT_HEADER;
+mod conditions;
 mod error;
 mod reader;
 

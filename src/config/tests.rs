@@ -1,6 +1,6 @@
 use super::*;
 use crate::request::JwtSource;
-use crate::rules::{Operator, Source};
+use crate::rules::{Condition, Input, Operator, Source};
 
 pub(crate) const CONTRACT: &str = r#"{
   "subsets": [ {"name": "v1", "weight": 90}, {"name": "v2", "weight": 10} ],
@@ -87,10 +87,16 @@ fn names_are_normalised_and_compiled() {
     assert_eq!(r.header, "x-route-to");
     assert_eq!(r.default_subset, 1);
     let rules = r.rules.rules();
-    assert!(matches!(rules[0].source, Source::Header(h) if r.slots.header_name(h) == "x-tenant"));
-    assert!(matches!(&rules[0].operator, Operator::In(set) if set.len() == 2));
+    let test = |i: usize| match &rules[i].condition {
+        Condition::Test(test) => test.clone(),
+        other => panic!("rule {i}: {other:?}"),
+    };
     assert!(
-        matches!(rules[1].source, Source::Claim(p) if r.slots.claim_path(p) == ["realm_access", "roles"])
+        matches!(test(0).input, Input::Source(Source::Header(h)) if r.slots.header_name(h) == "x-tenant")
+    );
+    assert!(matches!(&test(0).operator, Operator::In(set) if set.len() == 2));
+    assert!(
+        matches!(test(1).input, Input::Source(Source::Claim(p)) if r.slots.claim_path(p) == ["realm_access", "roles"])
     );
 }
 
@@ -171,9 +177,9 @@ fn one_line_errors_name_the_field() {
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exat":"b"}}}]}"#,
             "config: rules[0].match.header.exat: unknown field `exat`"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{}}]}"#,
-            "config: rules[0].match: want exactly one of header, cookie, jwt_claim; got none"),
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, all, any, not; got none"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exact":"b"},"cookie":{"name":"a","exact":"b"}}}]}"#,
-            "config: rules[0].match: want exactly one of header, cookie, jwt_claim; got 2 (header, cookie)"),
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, all, any, not; got 2 (header, cookie)"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","regex":"(unclosed"}}}]}"#,
             "config: rules[0].match.header.regex: invalid regex \"(unclosed\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","in":[]}}}]}"#,
@@ -361,4 +367,86 @@ fn brake_defaults_and_reset_key() {
             key
         );
     }
+}
+
+#[test]
+fn bad_conditions_name_the_field() {
+    let rule = |r: &str| {
+        err(&format!(
+            r#"{{"subsets":[{{"name":"v1","weight":100}}],"rules":[{{"name":"r","subset":"v1",{r}}}]}}"#
+        ))
+    };
+    let cases = [
+        (
+            r#""match":{"all":[]}"#,
+            "config: rules[0].match.all: empty `all`: want at least one condition",
+        ),
+        (
+            r#""match":{"any":[{"path":{"prefix":"/a"}},{"all":[]}]}"#,
+            "config: rules[0].match.any[1].all: empty `all`: want at least one condition",
+        ),
+        (
+            r#""match":{"not":[{"path":{"prefix":"/a"}}]}"#,
+            "config: rules[0].match.not: `not` takes one condition, not a list (wrap a list in `any` or `all`)",
+        ),
+        (
+            r#""match":{"all":[{"path":{"prefix":"/a"}},{"uri":{"prefix":"/a"}}]}"#,
+            "config: rules[0].match.all[1].uri: unknown field `uri`, expected one of `header`, `cookie`, `jwt_claim`, `path`, `method`, `host`, `query`, `all`, `any`, `not`",
+        ),
+        (
+            r#""match":{"path":{"name":"x","prefix":"/a"}}"#,
+            "config: rules[0].match.path.name: unknown field `name`, expected one of `exact`, `prefix`, `present`, `in`, `contains`, `regex`",
+        ),
+        (
+            r#""match":{"query":{"name":"","exact":"1"}}"#,
+            "config: rules[0].match.query.name: empty query parameter name",
+        ),
+        (
+            r#""match":{"path":{"prefix":"/a"}},"percent":100.5"#,
+            "config: rules[0].percent: 100.5 is outside 0..100",
+        ),
+        (
+            r#""match":{"path":{"prefix":"/a"}},"percent":12.345"#,
+            "config: rules[0].percent: 12.345 has more than two decimals (steps are 0.01)",
+        ),
+        (
+            r#""match":{"path":{"prefix":"/a"}},"percent":"20""#,
+            "config: rules[0].percent: want a number from 0 to 100, got the string \"20\"",
+        ),
+    ];
+    for (config, want) in cases {
+        assert_eq!(rule(config), want, "{config}");
+    }
+    // Depth: 8 levels are fine, 9 are not.
+    let nest = |levels: usize| {
+        let mut c = r#"{"path":{"prefix":"/a"}}"#.to_string();
+        for _ in 1..levels {
+            c = format!(r#"{{"not":{c}}}"#);
+        }
+        format!(r#""match":{c}"#)
+    };
+    assert!(load(
+        format!(r#"{{"subsets":[{{"name":"v1","weight":100}}],"rules":[{{"name":"r","subset":"v1",{}}}]}}"#, nest(8)).as_bytes()
+    )
+    .is_ok());
+    assert!(
+        rule(&nest(9)).ends_with("conditions nest deeper than 8 levels"),
+        "{}",
+        rule(&nest(9))
+    );
+    // Size: 64 tests are fine, 65 are not.
+    let many = |n: usize| {
+        let tests: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"header":{{"name":"x-{i}","present":true}}}}"#))
+            .collect();
+        format!(r#""match":{{"any":[{}]}}"#, tests.join(","))
+    };
+    assert!(load(
+        format!(r#"{{"subsets":[{{"name":"v1","weight":100}}],"rules":[{{"name":"r","subset":"v1",{}}}]}}"#, many(64)).as_bytes()
+    )
+    .is_ok());
+    assert_eq!(
+        rule(&many(65)),
+        "config: rules[0].match: 65 tests in one condition; at most 64"
+    );
 }

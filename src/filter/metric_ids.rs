@@ -12,6 +12,8 @@ pub(crate) struct MetricIds {
     shadow_requests: Vec<Vec<u32>>,
     rule_matches: Vec<u32>,
     responses: Vec<Vec<u32>>,
+    /// `[goal][subset]`
+    goals: Vec<Vec<u32>>,
     durations: Vec<u32>,
     wasm_memory: u32,
     weight_bp: Vec<u32>,
@@ -70,6 +72,7 @@ impl MetricIds {
             weight_bp: define_all(host, MetricKind::Gauge, &names.weight_bp)?,
             durations: define_all(host, MetricKind::Histogram, &names.durations)?,
             responses: counter_rows(host, &names.responses)?,
+            goals: counter_rows(host, &names.goals)?,
         })
     }
 
@@ -107,6 +110,10 @@ impl MetricIds {
 
     pub fn rule_match(&self, rule: usize) -> Option<u32> {
         self.rule_matches.get(rule).copied()
+    }
+
+    pub fn goal(&self, goal: usize, subset: usize) -> Option<u32> {
+        self.goals.get(goal)?.get(subset).copied()
     }
 
     pub fn response(&self, subset: usize, class: ResponseClass) -> Option<u32> {

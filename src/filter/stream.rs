@@ -26,6 +26,9 @@ pub struct FilterStream {
     /// When the request reached the filter, host nanoseconds (enforce mode
     /// only): the latency histogram and the brake's p99 limit.
     started_ns: Option<u64>,
+    /// The goals this request matched (bit `i`: goal `i`), counted when the
+    /// response completes them.
+    goals: u64,
 }
 
 /// Keyless draws from the instance's generator; pin ids from the host's
@@ -70,6 +73,7 @@ impl FilterStream {
             rng,
             decision: None,
             started_ns: None,
+            goals: 0,
         }
     }
 
@@ -122,6 +126,9 @@ impl FilterStream {
                     host,
                     active.metrics.request(decision.subset, decision.reason),
                 );
+                if !plan.goals.is_empty() {
+                    self.goals = crate::goals::matched(&plan.goals, &request);
+                }
                 self.started_ns = host.now_ns().ok();
             }
             Mode::Shadow => {
@@ -160,6 +167,9 @@ impl FilterStream {
             if let Ok(Some(status)) = host.response_status() {
                 if let Some(class) = ResponseClass::from_status(&status) {
                     increment(host, active.metrics.response(decision.subset, class));
+                    for goal in crate::goals::completed(&plan.goals, self.goals, class) {
+                        increment(host, active.metrics.goal(goal, decision.subset));
+                    }
                     let now_ns = host.now_ns().ok();
                     let latency_ms = self
                         .started_ns

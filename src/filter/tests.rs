@@ -403,3 +403,40 @@ fn a_trip_by_one_worker_holds_on_another_at_once() {
     assert_eq!(route(&a, "200"), "v1");
     assert_eq!(route(&b, "200"), "v1");
 }
+
+#[test]
+fn goals_count_the_matching_requests_that_complete_them() {
+    let host = FakeHost::new(
+        r#"{"subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+            "sticky": {"keys": [{"header": "x-user-id"}], "seed": "g"},
+            "goals": [{"name": "checkout", "status": "2xx",
+                       "match": {"all": [{"method": {"exact": "POST"}},
+                                         {"path": {"prefix": "/checkout"}}]}}]}"#,
+    );
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&host));
+    let send = |method: &str, path: &str, status: &str| {
+        *host.request_headers.borrow_mut() = vec![
+            (":method".to_string(), method.to_string()),
+            (":path".to_string(), path.to_string()),
+            ("x-user-id".to_string(), "u1".to_string()),
+        ];
+        *host.response_status.borrow_mut() = Some(status.to_string());
+        let mut s = root.stream();
+        s.on_request_headers(&host);
+        s.on_response_headers(&host);
+    };
+    send("POST", "/checkout?cart=1", "200");
+    send("POST", "/checkout", "503");
+    send("GET", "/checkout", "200");
+    send("POST", "/cart", "200");
+    send("POST", "/checkout/pay", "201");
+    assert_eq!(
+        host.metric("canary.goal=.=checkout;.;subset=.=v1;.;goals"),
+        2
+    );
+    assert_eq!(
+        host.metric("canary.goal=.=checkout;.;subset=.=v2;.;goals"),
+        0
+    );
+}

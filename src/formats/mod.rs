@@ -4,3 +4,4 @@
 pub mod cookie;
 pub mod jwt;
 pub mod pairs;
+pub mod url;
