@@ -45,7 +45,7 @@ fn check_accepts_the_shipped_config() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         stdout(&o).trim(),
-        "ok: envoy/canary.json: subsets v1=90% v2=10%, 5 rule(s), 3 sticky key(s), pin cookie, mode enforce"
+        "ok: envoy/canary.json: subsets v1=90% v2=10%, 7 rule(s), 3 sticky key(s), pin cookie, mode enforce"
     );
 }
 
@@ -160,7 +160,7 @@ fn explain_says_why() {
     let text = stdout(&o);
     assert!(text.contains("subset:   v2\n"), "{text}");
     assert!(text.contains("reason:   rule\n"), "{text}");
-    assert!(text.contains("rule:     beta (rule 2 of 5)\n"), "{text}");
+    assert!(text.contains("rule:     beta (rule 3 of 7)\n"), "{text}");
     assert!(text.contains("header:   x-canary-subset: v2\n"), "{text}");
     assert!(
         text.contains("decision: subset=v2; reason=rule; rule=beta\n"),
@@ -488,4 +488,155 @@ fn explain_trims_header_values_as_envoy_does() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["rule"] == "nbsp", hit, "{header:?}");
     }
+}
+
+/// `explain` names the goals a request would count toward and the response
+/// class each needs, in text and JSON, from the request line it is given
+/// (`-X`, `--path`, `--host`; `GET /` otherwise); a real Envoy running the
+/// same configuration counts exactly those goals for the explained subset.
+#[test]
+fn explain_shows_the_goals_a_request_counts_toward() {
+    let demo = "envoy/canary.json";
+    let explain_json = |args: &[&str]| -> Value {
+        let mut all = vec!["explain", demo, "--json"];
+        all.extend_from_slice(args);
+        let o = cli(&all);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let checkout = json!([{"name": "checkout", "status": "2xx"}]);
+    // The demo's goal: POST /checkout (the query is not part of the path).
+    for (args, want) in [
+        (&["-X", "POST", "--path", "/checkout"][..], &checkout),
+        (&["-X", "POST", "--path", "/checkout?cart=7"], &checkout),
+        (&["--path", "/checkout"], &json!([])),
+        (&["-X", "POST", "--path", "/checkout/pay"], &json!([])),
+        (&["-X", "POST"], &json!([])),
+        (&[], &json!([])),
+    ] {
+        assert_eq!(&explain_json(args)["goals"], want, "{args:?}");
+    }
+    // The text form: the goal, the subset it is counted for, the class.
+    let o = cli(&[
+        "explain",
+        demo,
+        "-X",
+        "POST",
+        "--path",
+        "/checkout",
+        "-H",
+        "x-canary: always",
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("goals:    checkout (counted for v2 on a 2xx response)\n"),
+        "{text}"
+    );
+    let o = cli(&["explain", demo, "--path", "/checkout"]);
+    assert!(stdout(&o).contains("goals:    none\n"), "{}", stdout(&o));
+    // The request line reaches the rules too: /admin stays on v1, even for QA.
+    let v = explain_json(&["--path", "/admin/users", "-H", "x-canary: always"]);
+    assert_eq!(
+        (&v["rule"], &v["subset"]),
+        (&json!("internal"), &json!("v1"))
+    );
+
+    // Several goals, each with its own class; hosts without their port; shadow
+    // mode matches them but counts none.
+    let mut config = demo_config();
+    config["goals"] = json!([
+        {"name": "signup", "status": "3xx", "match": {"all": [
+            {"host": {"exact": "shop.example.com"}}, {"path": {"prefix": "/signup"}}]}},
+        {"name": "any-post", "status": "2xx", "match": {"method": {"in": ["POST", "PUT"]}}},
+        {"name": "errors", "status": "5xx", "match": {"not": {"path": {"prefix": "/admin"}}}}
+    ]);
+    let path = write_config("goals.json", &config);
+    let path = path.to_str().unwrap();
+    let o = cli(&[
+        "explain",
+        path,
+        "-X",
+        "POST",
+        "--path",
+        "/signup?ref=mail",
+        "--host",
+        "shop.example.com:8443",
+        "-H",
+        "x-user-id: bob",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["goals"],
+        json!([{"name": "signup", "status": "3xx"},
+               {"name": "any-post", "status": "2xx"},
+               {"name": "errors", "status": "5xx"}])
+    );
+    let o = cli(&[
+        "explain",
+        path,
+        "--path",
+        "/signup",
+        "--host",
+        "other.example.com",
+    ]);
+    let text = stdout(&o);
+    assert!(text.contains("goals:    errors (counted for "), "{text}");
+    assert!(!text.contains("signup"), "{text}");
+    config["mode"] = "shadow".into();
+    let shadow = write_config("goals-shadow.json", &config);
+    let o = cli(&["explain", shadow.to_str().unwrap(), "-X", "PUT"]);
+    let text = stdout(&o);
+    assert!(text.contains("goals:    any-post (counted for "), "{text}");
+    assert!(
+        text.contains("(shadow mode: goals are not counted)\n"),
+        "{text}"
+    );
+
+    // The filter in Envoy counts what explain says, under the subset it says.
+    let envoy = Envoy::start(&read_repo_file(demo), Opts::default());
+    let mut client = envoy.client();
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    /// (method, path, headers)
+    type Sent<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let requests: [Sent; 6] = [
+        ("POST", "/checkout", &[("x-user-id", "alice")]),
+        ("POST", "/checkout?cart=1", &[("x-user-id", "bob")]),
+        ("POST", "/checkout", &[("x-canary", "always")]),
+        ("GET", "/checkout", &[("x-user-id", "alice")]),
+        ("POST", "/checkout/pay", &[("x-user-id", "bob")]),
+        ("POST", "/admin/checkout", &[("x-user-id", "alice")]),
+    ];
+    for (method, target, headers) in requests {
+        let mut args = vec!["-X", method, "--path", target];
+        let flat: Vec<String> = headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
+        for h in &flat {
+            args.extend(["-H", h.as_str()]);
+        }
+        let v = explain_json(&args);
+        for goal in v["goals"].as_array().unwrap() {
+            assert_eq!(goal["status"], "2xx", "the demo's backends answer 200");
+            let name = format!(
+                "wasmcustom.canary.goal=.={};.;subset=.={};.;goals",
+                goal["name"].as_str().unwrap(),
+                v["subset"].as_str().unwrap()
+            );
+            *want.entry(name).or_default() += 1;
+        }
+        let request: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        let r = client.request(method, target, &request).unwrap();
+        assert_eq!(r.status, 200, "{method} {target}");
+        assert_eq!(
+            r.served_by(),
+            v["subset"].as_str().unwrap(),
+            "{method} {target}"
+        );
+    }
+    assert_eq!(want.values().sum::<u64>(), 3, "{want:?}");
+    let got: std::collections::BTreeMap<String, u64> = envoy
+        .wasm_stats()
+        .into_iter()
+        .filter(|(k, v)| k.ends_with(";.;goals") && *v > 0)
+        .collect();
+    assert_eq!(got, want);
 }

@@ -94,7 +94,12 @@ fn canary_json_is_the_configuration_embedded_in_envoy_yaml() {
     );
     assert_eq!(c["sticky"]["seed"], "api-2026-11");
     assert_eq!(c["jwt"]["metadata_key"], "payload");
-    assert_eq!(c["rules"].as_array().unwrap().len(), 5);
+    assert_eq!(c["rules"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        c["rules"][0]["name"], "internal",
+        "the /admin exclusion comes first"
+    );
+    assert_eq!(c["goals"][0]["name"], "checkout");
 }
 
 #[test]
@@ -328,6 +333,23 @@ fn demo_configuration_routes_as_documented() {
         ("v2", Some("tenants"))
     );
     let d = envoy.decide("/", &h(&[("user-agent", "LegacyApp/3.1")]));
+    assert_eq!(
+        (d.subset.as_str(), d.rule.as_deref()),
+        ("v1", Some("legacy"))
+    );
+    // /admin stays on v1: `internal` is listed first, even before qa.
+    let d = envoy.decide("/admin/users", &h(&[("x-canary", "always")]));
+    assert_eq!(
+        (d.subset.as_str(), d.rule.as_deref()),
+        ("v1", Some("internal"))
+    );
+    // The composed rule: a ?beta=1 link, except from the legacy app.
+    let d = envoy.decide("/products?beta=1", &h(&[("x-user-id", "bob")]));
+    assert_eq!(
+        (d.subset.as_str(), d.rule.as_deref()),
+        ("v2", Some("beta-link"))
+    );
+    let d = envoy.decide("/products?beta=1", &h(&[("user-agent", "LegacyApp/3.1")]));
     assert_eq!(
         (d.subset.as_str(), d.rule.as_deref()),
         ("v1", Some("legacy"))

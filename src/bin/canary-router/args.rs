@@ -7,9 +7,11 @@ pub const USAGE: &str = "\
 usage:
   canary-router check [--config] CONFIG.json
       validate a plugin configuration; prints the filter's own error line
-  canary-router explain [--config] CONFIG.json [-H 'name: value']... [-b 'a=1; b=2']...
+  canary-router explain [--config] CONFIG.json [-X METHOD] [--path '/p?q=1'] [--host HOST]
+                        [-H 'name: value']... [-b 'a=1; b=2']...
                         [--claims '{\"sub\":\"alice\"}'] [--brake-tripped] [--json]
-      the decision the filter makes for that request, and why
+      the decision the filter makes for that request (GET / unless told), why,
+      and the goals it would count toward
   canary-router simulate [--config] CONFIG.json [--to OTHER.json] [--keys N] [--json]
       share of N synthetic user keys per subset (default 100000), and how many
       keys move to another subset under OTHER.json
@@ -32,6 +34,8 @@ pub enum Command {
     },
     Explain {
         config: String,
+        /// `:method`, `:path` and (when given) `:authority`, as Envoy lists them.
+        request_line: RequestLine,
         headers: Vec<(String, String)>,
         cookies: Vec<String>,
         claims: Option<String>,
@@ -46,6 +50,38 @@ pub enum Command {
         json: bool,
     },
     Help,
+}
+
+/// The pseudo-headers of the explained request: `GET /` unless told, and no
+/// `:authority` unless `--host` gives one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RequestLine {
+    pub method: String,
+    pub path: String,
+    pub authority: Option<String>,
+}
+
+impl Default for RequestLine {
+    fn default() -> Self {
+        RequestLine {
+            method: "GET".to_owned(),
+            path: "/".to_owned(),
+            authority: None,
+        }
+    }
+}
+
+impl RequestLine {
+    /// The pseudo-headers, first in the list as Envoy hands them to a filter.
+    pub fn headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(3);
+        if let Some(authority) = &self.authority {
+            out.push((":authority".to_owned(), authority.clone()));
+        }
+        out.push((":path".to_owned(), self.path.clone()));
+        out.push((":method".to_owned(), self.method.clone()));
+        out
+    }
 }
 
 fn usage(message: impl Into<String>) -> UsageError {
@@ -73,6 +109,12 @@ fn utf8(args: impl IntoIterator<Item = OsString>) -> Result<Vec<String>, UsageEr
 /// blank, such as U+00A0, as part of the value).
 fn header(raw: &str) -> Result<(String, String), UsageError> {
     const BLANKS: [char; 2] = [' ', '\t'];
+    if raw.trim_start_matches(BLANKS).starts_with(':') {
+        return Err(usage(format!(
+            "-H takes regular headers, got {raw:?}; give the pseudo-headers with -X METHOD, \
+             --path PATH and --host HOST"
+        )));
+    }
     let (name, value) = raw
         .split_once(':')
         .ok_or_else(|| usage(format!("-H wants 'name: value', got {raw:?}")))?;
@@ -84,6 +126,41 @@ fn header(raw: &str) -> Result<(String, String), UsageError> {
         name.to_ascii_lowercase(),
         value.trim_matches(BLANKS).to_owned(),
     ))
+}
+
+/// `-X`: an HTTP method token, as Envoy accepts it (case kept: `get` is not `GET`).
+fn method(raw: String) -> Result<String, UsageError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if raw.is_empty() || !raw.chars().all(token) {
+        return Err(usage(format!(
+            "-X wants a method such as POST, got {raw:?}"
+        )));
+    }
+    Ok(raw)
+}
+
+/// `--path`: the request target as `:path` carries it, query included.
+fn request_path(raw: String) -> Result<String, UsageError> {
+    if !raw.starts_with('/') || raw.chars().any(|c| c.is_ascii_control() || c == ' ') {
+        return Err(usage(format!(
+            "--path wants a path starting with / (query included, no spaces), got {raw:?}"
+        )));
+    }
+    Ok(raw)
+}
+
+/// `--host`: `:authority`, port included when given.
+fn host(raw: String) -> Result<String, UsageError> {
+    if raw.is_empty()
+        || raw
+            .chars()
+            .any(|c| c.is_ascii_control() || c == ' ' || c == '/')
+    {
+        return Err(usage(format!(
+            "--host wants a host such as shop.example.com:8443, got {raw:?}"
+        )));
+    }
+    Ok(raw)
 }
 
 /// The configuration file, from `--config FILE` (`-c FILE`) or given alone;
@@ -129,12 +206,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             let (mut config, mut headers, mut cookies, mut claims, mut json) =
                 (None, Vec::new(), Vec::new(), None, false);
             let mut brake_tripped = false;
+            let mut request_line = RequestLine::default();
             while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--config" | "-c" => {
                         let path = value(&mut args, &arg)?;
                         set_config(&mut config, path, "explain")?;
                     }
+                    "-X" | "--method" => request_line.method = method(value(&mut args, &arg)?)?,
+                    "--path" => request_line.path = request_path(value(&mut args, &arg)?)?,
+                    "--host" => request_line.authority = Some(host(value(&mut args, &arg)?)?),
                     "-H" | "--header" => headers.push(header(&value(&mut args, &arg)?)?),
                     "-b" | "--cookie" => cookies.push(value(&mut args, &arg)?),
                     "--claims" => claims = Some(value(&mut args, &arg)?),
@@ -147,6 +228,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             let config = config.ok_or_else(|| usage("explain needs --config CONFIG.json"))?;
             Ok(Command::Explain {
                 config,
+                request_line,
                 headers,
                 cookies,
                 claims,
@@ -217,6 +299,7 @@ mod tests {
             c,
             Command::Explain {
                 config: "a.json".into(),
+                request_line: RequestLine::default(),
                 headers: vec![("x-user-id".into(), "42".into())],
                 cookies: vec!["x=1".into()],
                 claims: Some("{}".into()),
@@ -257,6 +340,53 @@ mod tests {
         );
         assert_eq!(one("x-a: a:b"), [("x-a".into(), "a:b".into())]);
         assert!(parse_strs(&["explain", "a.json", "-H", " : v"]).is_err());
+    }
+
+    #[test]
+    fn the_request_line_is_get_slash_unless_told() {
+        let line = |args: &[&str]| {
+            let mut all = vec!["explain", "a.json"];
+            all.extend_from_slice(args);
+            match parse_strs(&all) {
+                Ok(Command::Explain { request_line, .. }) => Ok(request_line),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.0),
+            }
+        };
+        assert_eq!(
+            line(&[]).unwrap().headers(),
+            [
+                (":path".to_owned(), "/".to_owned()),
+                (":method".to_owned(), "GET".to_owned())
+            ]
+        );
+        let l = line(&[
+            "-X",
+            "POST",
+            "--path",
+            "/checkout?cart=1",
+            "--host",
+            "shop:8443",
+        ])
+        .unwrap();
+        assert_eq!(
+            l.headers(),
+            [
+                (":authority".to_owned(), "shop:8443".to_owned()),
+                (":path".to_owned(), "/checkout?cart=1".to_owned()),
+                (":method".to_owned(), "POST".to_owned())
+            ]
+        );
+        assert!(line(&["-X", "PO ST"])
+            .unwrap_err()
+            .contains("-X wants a method"));
+        assert!(line(&["--path", "checkout"])
+            .unwrap_err()
+            .contains("--path wants"));
+        assert!(line(&["--host", ""]).unwrap_err().contains("--host wants"));
+        assert!(line(&["-H", ":path: /x"])
+            .unwrap_err()
+            .contains("--path PATH"));
     }
 
     #[test]

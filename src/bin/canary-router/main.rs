@@ -11,13 +11,14 @@ use serde_json::{json, Value};
 use canary_router::config::{self, Loaded};
 use canary_router::decide::{decide_with, Conditions};
 use canary_router::formats::jwt::base64url_encode;
+use canary_router::goals::{self, Goal};
 use canary_router::labels::Reason;
 use canary_router::plan::{Mode, Plan};
 use canary_router::request::{HeaderList, JsonClaims, JwtSource, Request};
 use canary_router::rng::SplitMix64;
 use canary_router::simulate;
 
-use args::{Command, UsageError};
+use args::{Command, RequestLine, UsageError};
 
 const INVALID_CONFIG: u8 = 1;
 const USAGE_ERROR: u8 = 2;
@@ -38,6 +39,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Explain {
             config,
+            request_line,
             headers,
             cookies,
             claims,
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
             json,
         } => explain(
             &config,
+            &request_line,
             headers,
             &cookies,
             claims.as_deref(),
@@ -138,7 +141,8 @@ fn mode_name(mode: Mode) -> &'static str {
 
 fn explain(
     path: &str,
-    mut headers: Vec<(String, String)>,
+    request_line: &RequestLine,
+    headers: Vec<(String, String)>,
     cookies: &[String],
     claims: Option<&str>,
     brake_tripped: bool,
@@ -156,6 +160,8 @@ fn explain(
             }
         },
     };
+    // The pseudo-headers first, as Envoy lists them, then the regular ones.
+    let mut headers = [request_line.headers(), headers].concat();
     headers.extend(cookies.iter().map(|c| ("cookie".to_owned(), c.clone())));
     // Where the filter reads claims from a header, put them there.
     let verified_claims = match (&plan.jwt, claims) {
@@ -194,6 +200,16 @@ fn explain(
         brake_holds: || brake_tripped,
     };
     let decision = decide_with(&plan, conditions, &request, &mut entropy);
+    // The goals this request would count toward, each on a response of its
+    // class, under the decided subset (as the filter counts them).
+    let matched = goals::matched(&plan.goals, &request);
+    let goals: Vec<&Goal> = plan
+        .goals
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| matched & (1u64 << i) != 0)
+        .map(|(_, g)| g)
+        .collect();
 
     let subset = plan.subset_name(decision.subset);
     let rule = decision.rule.and_then(|i| plan.rules.rules().get(i));
@@ -216,6 +232,10 @@ fn explain(
             "routing_header": routing_header,
             "set_cookie": set_cookie,
             "decision": description,
+            "goals": goals
+                .iter()
+                .map(|g| json!({"name": g.name, "status": g.class.as_str()}))
+                .collect::<Vec<_>>(),
         });
         println!("{out}");
         return Ok(());
@@ -250,10 +270,33 @@ fn explain(
         println!("response: set-cookie: {cookie}");
     }
     println!("decision: {description}");
+    if !plan.goals.is_empty() {
+        print_goals(&goals, subset, plan.mode);
+    }
     if decision.reason == Reason::Random {
         println!("note:     no sticky key: a random draw by weight; another run may differ");
     }
     Ok(())
+}
+
+/// `goals:` one line per goal the request matched, with the response class
+/// that completes it; `none` when it matched none.
+fn print_goals(goals: &[&Goal], subset: &str, mode: Mode) {
+    if goals.is_empty() {
+        println!("goals:    none");
+        return;
+    }
+    for (i, goal) in goals.iter().enumerate() {
+        let label = if i == 0 { "goals:" } else { "" };
+        println!(
+            "{label:<10}{} (counted for {subset} on a {} response)",
+            goal.name,
+            goal.class.as_str()
+        );
+    }
+    if mode == Mode::Shadow {
+        println!("          (shadow mode: goals are not counted)");
+    }
 }
 
 fn run_simulate(path: &str, to: Option<&str>, keys: u64, as_json: bool) -> Result<(), Failure> {
