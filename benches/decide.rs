@@ -196,6 +196,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// 200 composed rules that never match, in the shapes of benches/envoy/run.py's
+/// `canary-router-composed` listener, then the typical three.
+fn composed() -> Value {
+    let mut config = typical();
+    let mut rules: Vec<Value> = (0..200)
+        .map(|i| {
+            let m = match i % 4 {
+                0 | 1 => json!({"all": [{"header": {"name": format!("x-flag-{i}"), "exact": "on"}},
+                                        {"path": {"prefix": format!("/svc-{i}/")}}]}),
+                2 => json!({"all": [{"cookie": {"name": format!("flag{i}"), "prefix": "on"}},
+                                    {"method": {"in": ["POST", "PUT"]}}]}),
+                _ => json!({"any": [{"header": {"name": format!("x-team-{i}"), "exact": "blue"}},
+                                    {"query": {"name": format!("variant{i}"), "exact": "b"}}]}),
+            };
+            json!({"name": format!("composed{i}"), "subset": "v2", "match": m})
+        })
+        .collect();
+    rules.extend(config["rules"].as_array().cloned().unwrap_or_default());
+    config["rules"] = Value::Array(rules);
+    config
+}
+
 fn main() {
     // `cargo bench` passes --bench; other arguments select the cases whose name
     // contains one of them (`cargo bench --bench decide -- typical`).
@@ -212,6 +234,7 @@ fn main() {
             typical_payload_header(),
         ),
         ("large (201 rules, in list of 50,000)".into(), large(50_000)),
+        ("composed (200 composed rules)".into(), composed()),
         ("in list of 10".into(), large(10)),
         ("in list of 10,000".into(), large(10_000)),
         ("in list of 100,000".into(), large(100_000)),

@@ -205,9 +205,10 @@ fn condition_in_range(plan: &Plan, condition: &Condition) {
             RuleInput::Path(i) | RuleInput::Method(i) | RuleInput::Host(i) => {
                 assert!(*i < plan.slots.header_count(), "header slot {i}")
             }
-            RuleInput::Query { path, name } => {
+            RuleInput::Query { path, slot } => {
                 assert!(*path < plan.slots.header_count(), "header slot {path}");
-                assert!(!name.is_empty());
+                assert!(*slot < plan.slots.query_count(), "query slot {slot}");
+                assert!(!plan.slots.query_name(*slot).is_empty());
             }
         },
         Condition::All(cs) | Condition::Any(cs) => {
@@ -1385,8 +1386,9 @@ fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<
             });
             on_value(host.as_deref())
         }
-        RuleInput::Query { path, name } => {
+        RuleInput::Query { path, slot } => {
             request.header(*path)?;
+            let name = input.plan.slots.query_name(*slot);
             let Some(p) = first_of(*path) else {
                 return Ok(on_value(None));
             };
@@ -1401,7 +1403,7 @@ fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<
                 let Some(k) = model_unescape(k) else {
                     return Ok(false);
                 };
-                if k == **name {
+                if k == name {
                     return Ok(match model_unescape(v) {
                         Some(v) => on_value(Some(&v)),
                         None => false,

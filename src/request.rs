@@ -10,7 +10,7 @@
 use std::cell::OnceCell;
 
 use crate::claims::{self, ClaimRef, Payload};
-use crate::formats::cookie;
+use crate::formats::{cookie, url};
 use crate::slots::{SlotList, SlotValues, Slots};
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
@@ -32,6 +32,8 @@ pub trait RequestView {
     }
     /// A cookie's value (first occurrence over all `cookie` headers).
     fn cookie(&self, slot: usize) -> Lookup<&[u8]>;
+    /// A query parameter of `:path` (its first occurrence, percent-decoded).
+    fn query(&self, slot: usize) -> Result<QueryValue<'_>, LookupError>;
     /// A JWT claim, from the configured claim source, borrowed from its payload.
     fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>>;
     /// Whether the request carries claims at all (a verified or decodable token),
@@ -46,11 +48,30 @@ pub trait RequestView {
     }
 }
 
+/// A query parameter as a rule reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryValue<'a> {
+    Absent,
+    Value(&'a [u8]),
+    /// Its value, or a name before it, is not valid percent-encoding.
+    Undecodable,
+}
+
+/// A query slot's state, parsed once per request.
+#[derive(Debug, Clone)]
+enum QueryState<'r> {
+    Absent,
+    Value(std::borrow::Cow<'r, [u8]>),
+    Undecodable,
+}
+
 /// The header and cookie slots of one request that hold a value, each once.
 #[derive(Debug, Clone, Copy)]
 pub struct PresentSlots {
     pub headers: SlotList,
     pub cookies: SlotList,
+    /// The query slots whose parameter the request carries (decodable or not).
+    pub queries: SlotList,
 }
 
 /// The values of one header, in the order Envoy lists them: the first, then
@@ -129,6 +150,8 @@ pub struct Request<'r, C> {
     cookies: SlotValues<'r>,
     /// The claims, read or decoded at most once per request.
     payload: OnceCell<Option<Payload>>,
+    /// The query parameters the configuration reads, parsed at most once.
+    queries: OnceCell<Vec<QueryState<'r>>>,
     /// The header carrying the claims: `authorization` for `unverified_bearer`,
     /// jwt_authn's payload header for `payload_header`; `None` otherwise.
     claims_header: Option<&'r str>,
@@ -170,6 +193,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             joined: Vec::new(),
             cookies: SlotValues::default(),
             payload: OnceCell::new(),
+            queries: OnceCell::new(),
             claims_header: match jwt {
                 JwtSource::UnverifiedBearer => Some("authorization"),
                 JwtSource::PayloadHeader { header } => Some(header),
@@ -238,6 +262,43 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         }
     }
 
+    /// Every query slot's value, from one pass over `:path`'s query string: the
+    /// first occurrence of a name wins; a name that does not decode makes every
+    /// parameter not found before it undecodable (it could have been any).
+    fn queries(&self) -> &[QueryState<'r>] {
+        self.queries.get_or_init(|| {
+            // No query string (most requests): nothing to allocate.
+            let Some(path) = self
+                .slots
+                .path_slot()
+                .and_then(|s| self.headers.get(s))
+                .filter(|p| p.contains(&b'?'))
+            else {
+                return Vec::new();
+            };
+            let mut states = vec![QueryState::Absent; self.slots.query_count()];
+            for (name, value) in url::query_pairs(path) {
+                let Some(name) = url::percent_decode(name) else {
+                    for state in states.iter_mut() {
+                        if matches!(state, QueryState::Absent) {
+                            *state = QueryState::Undecodable;
+                        }
+                    }
+                    break;
+                };
+                if let Some(state) = self.slots.query_slot(&name).and_then(|s| states.get_mut(s)) {
+                    if matches!(state, QueryState::Absent) {
+                        *state = match url::percent_decode(value) {
+                            Some(value) => QueryState::Value(value),
+                            None => QueryState::Undecodable,
+                        };
+                    }
+                }
+            }
+            states
+        })
+    }
+
     /// The claims: jwt_authn's payload, or the bearer token's; fetched once.
     fn payload(&self) -> Result<Option<&Payload>, LookupError> {
         if let Some(payload) = self.payload.get() {
@@ -292,6 +353,15 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         Ok(self.cookies.get(slot))
     }
 
+    fn query(&self, slot: usize) -> Result<QueryValue<'_>, LookupError> {
+        self.listed()?;
+        Ok(match self.queries().get(slot) {
+            None | Some(QueryState::Absent) => QueryValue::Absent,
+            Some(QueryState::Value(value)) => QueryValue::Value(value),
+            Some(QueryState::Undecodable) => QueryValue::Undecodable,
+        })
+    }
+
     fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
         if slot >= self.slots.claim_count() {
             return Ok(None);
@@ -311,9 +381,18 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
         if !self.listed {
             return None;
         }
+        let mut queries = SlotList::default();
+        if self.slots.query_count() > 0 {
+            for (slot, state) in self.queries().iter().enumerate() {
+                if !matches!(state, QueryState::Absent) && !queries.push(slot) {
+                    return None;
+                }
+            }
+        }
         Some(PresentSlots {
             headers: self.headers.present()?,
             cookies: self.cookies.present()?,
+            queries,
         })
     }
 }

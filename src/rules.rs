@@ -15,7 +15,7 @@
 //! byte), see [`regex_matches`].
 
 use crate::claims::ClaimRef;
-use crate::request::{LookupError, PresentSlots, RequestView};
+use crate::request::{LookupError, PresentSlots, QueryValue, RequestView};
 use crate::slots::ByteSet;
 use crate::slots::SlotList;
 
@@ -44,9 +44,13 @@ pub enum Input {
     Method(usize),
     /// `:authority` without its port.
     Host(usize),
-    /// The first query parameter of `:path` named `name`, percent-decoded; a
-    /// query that does not decode does not match.
-    Query { path: usize, name: Box<[u8]> },
+    /// A query parameter of `:path` (a query slot; `path` is `:path`'s header
+    /// slot): the first occurrence, percent-decoded; one that does not decode
+    /// does not match.
+    Query {
+        path: usize,
+        slot: usize,
+    },
 }
 
 /// How a test compares. Byte-wise: header values need not be UTF-8.
@@ -82,6 +86,14 @@ pub enum Condition {
     /// At least one (non-empty).
     Any(Box<[Condition]>),
     Not(Box<Condition>),
+}
+
+/// A slot a condition can need a value in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotKey {
+    Header(usize),
+    Cookie(usize),
+    Query(usize),
 }
 
 /// How deep conditions may nest, and how many tests one rule may hold.
@@ -140,13 +152,36 @@ impl Condition {
         }
     }
 
-    /// A header or cookie slot that must hold a value for this condition to
-    /// match (the rule index lists the rule under it), if there is one.
-    fn required_slot(&self) -> Option<(bool, usize)> {
+    /// Slots of which at least one must hold a value for this condition to
+    /// match (the rule index lists the rule under each); `None` when it can
+    /// match without any. A test needs its own slot; an `all` the slots of one
+    /// of its parts; an `any` one slot of each part.
+    fn required_slots(&self, out: &mut Vec<SlotKey>) -> bool {
         match self {
-            Condition::Test(test) => test.required_slot(),
-            Condition::All(all) => all.iter().find_map(Condition::required_slot),
-            Condition::Any(_) | Condition::Not(_) => None,
+            Condition::Test(test) => match test.required_slot() {
+                Some(key) => {
+                    out.push(key);
+                    true
+                }
+                None => false,
+            },
+            Condition::All(all) => all.iter().any(|c| {
+                let before = out.len();
+                let found = c.required_slots(out);
+                if !found {
+                    out.truncate(before);
+                }
+                found
+            }),
+            Condition::Any(any) => {
+                let before = out.len();
+                let all_need = any.iter().all(|c| c.required_slots(out));
+                if !all_need {
+                    out.truncate(before);
+                }
+                all_need
+            }
+            Condition::Not(_) => false,
         }
     }
 
@@ -192,21 +227,16 @@ impl Test {
                 let authority = request.header(*slot)?;
                 self.on_value(authority.map(crate::formats::url::host_only))
             }
-            Input::Query { path, name } => {
-                let Some(path) = request.header(*path)? else {
-                    return Ok(self.on_value(None));
-                };
-                match crate::formats::url::query_param(path, name) {
-                    crate::formats::url::Param::Absent => self.on_value(None),
-                    crate::formats::url::Param::Value(value) => self.on_present(&value),
-                    // Undecodable: matches nothing, not even `present: false`.
-                    crate::formats::url::Param::Undecodable => false,
-                }
-            }
+            Input::Query { slot, .. } => match request.query(*slot)? {
+                QueryValue::Absent => self.on_value(None),
+                QueryValue::Value(value) => self.on_present(value),
+                // Undecodable: matches nothing, not even `present: false`.
+                QueryValue::Undecodable => false,
+            },
         })
     }
 
-    fn required_slot(&self) -> Option<(bool, usize)> {
+    fn required_slot(&self) -> Option<SlotKey> {
         if matches!(self.operator, Operator::Present(false)) {
             return None;
         }
@@ -214,9 +244,9 @@ impl Test {
             Input::Source(Source::Header(slot))
             | Input::Path(slot)
             | Input::Method(slot)
-            | Input::Host(slot) => Some((true, *slot)),
-            Input::Query { path, .. } => Some((true, *path)),
-            Input::Source(Source::Cookie(slot)) => Some((false, *slot)),
+            | Input::Host(slot) => Some(SlotKey::Header(*slot)),
+            Input::Query { slot, .. } => Some(SlotKey::Query(*slot)),
+            Input::Source(Source::Cookie(slot)) => Some(SlotKey::Cookie(*slot)),
             Input::Source(Source::Claim(_)) => None,
         }
     }
@@ -320,26 +350,36 @@ pub struct RuleSet {
 struct RuleIndex {
     by_header: Vec<Vec<usize>>,
     by_cookie: Vec<Vec<usize>>,
+    by_query: Vec<Vec<usize>>,
     always: Vec<usize>,
 }
 
 impl RuleIndex {
     fn new(rules: &[Rule]) -> RuleIndex {
         let mut index = RuleIndex::default();
+        let mut keys = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
-            let (lists, slot) = match rule.condition.required_slot() {
-                None => {
-                    index.always.push(i);
+            keys.clear();
+            if !rule.condition.required_slots(&mut keys) {
+                index.always.push(i);
+                continue;
+            }
+            // Each slot once (a plain scan: a sort would cost the .wasm ~5 KiB).
+            for (n, key) in keys.iter().enumerate() {
+                if keys.get(..n).is_some_and(|seen| seen.contains(key)) {
                     continue;
                 }
-                Some((true, slot)) => (&mut index.by_header, slot),
-                Some((false, slot)) => (&mut index.by_cookie, slot),
-            };
-            if lists.len() <= slot {
-                lists.resize_with(slot + 1, Vec::new);
-            }
-            if let Some(list) = lists.get_mut(slot) {
-                list.push(i);
+                let (lists, slot) = match *key {
+                    SlotKey::Header(slot) => (&mut index.by_header, slot),
+                    SlotKey::Cookie(slot) => (&mut index.by_cookie, slot),
+                    SlotKey::Query(slot) => (&mut index.by_query, slot),
+                };
+                if lists.len() <= slot {
+                    lists.resize_with(slot + 1, Vec::new);
+                }
+                if let Some(list) = lists.get_mut(slot) {
+                    list.push(i);
+                }
             }
         }
         index
@@ -347,7 +387,7 @@ impl RuleIndex {
 }
 
 /// The candidate lists of one request: `always` and one per present slot.
-const MAX_LISTS: usize = 1 + 2 * SlotList::MAX;
+const MAX_LISTS: usize = 1 + 3 * SlotList::MAX;
 
 impl RuleSet {
     pub fn new(rules: Vec<Rule>) -> RuleSet {
@@ -417,11 +457,12 @@ impl RuleSet {
 }
 
 /// The rules one request can match, in configuration order: the candidate
-/// lists (`always`, and the list of each present slot) merged; each rule is in
-/// exactly one list.
+/// lists (`always`, and the list of each present slot) merged. An `any` rule
+/// may be in several lists: it is returned once.
 struct Candidates<'s> {
     lists: [&'s [usize]; MAX_LISTS],
     count: usize,
+    last: Option<usize>,
 }
 
 impl<'s> Candidates<'s> {
@@ -432,10 +473,12 @@ impl<'s> Candidates<'s> {
         let lists = std::iter::once(index.always.as_slice())
             .chain(present.headers.iter().map(|s| by_slot(&index.by_header, s)))
             .chain(present.cookies.iter().map(|s| by_slot(&index.by_cookie, s)))
+            .chain(present.queries.iter().map(|s| by_slot(&index.by_query, s)))
             .filter(|list| !list.is_empty());
         let mut candidates = Candidates {
             lists: [&[]; MAX_LISTS],
             count: 0,
+            last: None,
         };
         for (slot, list) in candidates.lists.iter_mut().zip(lists) {
             *slot = list;
@@ -449,16 +492,21 @@ impl Iterator for Candidates<'_> {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        // The list whose next rule comes first.
-        let next = self
-            .lists
-            .get_mut(..self.count)?
-            .iter_mut()
-            .filter(|list| !list.is_empty())
-            .min_by_key(|list| list.first().copied())?;
-        let (&index, rest) = next.split_first()?;
-        *next = rest;
-        Some(index)
+        loop {
+            // The list whose next rule comes first.
+            let next = self
+                .lists
+                .get_mut(..self.count)?
+                .iter_mut()
+                .filter(|list| !list.is_empty())
+                .min_by_key(|list| list.first().copied())?;
+            let (&index, rest) = next.split_first()?;
+            *next = rest;
+            if self.last != Some(index) {
+                self.last = Some(index);
+                return Some(index);
+            }
+        }
     }
 }
 
@@ -469,7 +517,8 @@ mod tests {
     use crate::claims::{ClaimRef, Payload};
     use crate::config::load;
     use crate::request::{
-        ClaimSource, HeaderValues, JsonClaims, JwtSource, Lookup, LookupError, Request, RequestView,
+        ClaimSource, HeaderValues, JsonClaims, JwtSource, Lookup, LookupError, QueryValue, Request,
+        RequestView,
     };
     use crate::rng::SplitMix64;
 
@@ -485,6 +534,9 @@ mod tests {
         }
         fn cookie(&self, slot: usize) -> Lookup<&[u8]> {
             self.0.cookie(slot)
+        }
+        fn query(&self, slot: usize) -> Result<QueryValue<'_>, LookupError> {
+            self.0.query(slot)
         }
         fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {
             self.0.claim(slot)
@@ -573,8 +625,7 @@ mod tests {
                 } else {
                     Ok(headers.as_slice())
                 };
-                let request =
-                    Request::new(&plan.slots, &jwt, MaybeClaims(claims, failing), listed);
+                let request = Request::new(&plan.slots, &jwt, MaybeClaims(claims, failing), listed);
                 assert_eq!(
                     plan.rules.first_match(&request),
                     plan.rules.first_match(&Unindexed(&request)),

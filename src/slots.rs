@@ -104,6 +104,11 @@ pub struct Slots {
     cookie_index: FastMap<Box<[u8]>, usize>,
     cookie_filter: NameFilter,
     claims: Vec<Vec<String>>,
+    /// Query parameter names (as the decoded name reads), and `:path`'s slot,
+    /// where they are parsed from.
+    queries: Vec<Box<[u8]>>,
+    query_index: FastMap<Box<[u8]>, usize>,
+    path: Option<usize>,
 }
 
 impl Slots {
@@ -136,6 +141,36 @@ impl Slots {
         }
         self.claims.push(path);
         self.claims.len() - 1
+    }
+
+    /// The slot of a query parameter name; `:path` becomes a header slot.
+    pub fn intern_query(&mut self, name: &[u8]) -> usize {
+        self.path = Some(self.intern_header(":path"));
+        if let Some(&slot) = self.query_index.get(name) {
+            return slot;
+        }
+        let slot = self.queries.len();
+        self.queries.push(name.into());
+        self.query_index.insert(name.into(), slot);
+        slot
+    }
+
+    #[inline]
+    pub fn query_slot(&self, name: &[u8]) -> Option<usize> {
+        self.query_index.get(name).copied()
+    }
+
+    pub fn query_name(&self, slot: usize) -> &[u8] {
+        self.queries.get(slot).map_or(&[], |q| &**q)
+    }
+
+    pub fn query_count(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// `:path`'s header slot, when a query parameter is read.
+    pub fn path_slot(&self) -> Option<usize> {
+        self.path
     }
 
     /// Most configurations read a handful of names: comparing lengths first and
@@ -292,6 +327,18 @@ impl SlotList {
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.slots.iter().take(self.len).copied()
     }
+
+    /// Add a slot number; `false` when the list is full.
+    pub fn push(&mut self, slot: usize) -> bool {
+        match self.slots.get_mut(self.len) {
+            Some(entry) => {
+                *entry = slot;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -387,5 +434,4 @@ mod tests {
         );
         assert_eq!(slots.claim_path(0), ["a", "b"]);
     }
-
 }

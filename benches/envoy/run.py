@@ -75,9 +75,10 @@ TOKENS = 1_000  # distinct signed tokens; TOKENS is a multiple of 100
 RULE_EVERY = 100  # i % 100 == 1: x-canary: always, == 2: beta=true cookie, == 3: staff token
 LARGE_FILLER_RULES = 197
 LARGE_IN_LIST = 50_000
+COMPOSED_RULES = 200
 
 ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
-                 "canary-router-large", "canary-router-metadata"]
+                 "canary-router-large", "canary-router-composed", "canary-router-metadata"]
 # BENCH_LISTENERS=native,wasm-empty,canary-router for a quicker comparison while
 # tuning (native is always kept: every ratio is relative to it); BENCH_SIDE=0 skips
 # the RSS and startup measures.
@@ -438,8 +439,31 @@ TYPICAL_RULES = [
 ]
 
 
-def plugin_config(large: bool, claims: str = "payload_header") -> dict:
+def composed_rules() -> list:
+    """200 composed rules that never match the benchmark's requests, placed first,
+    in the shapes a VirtualService translation produces: a header or cookie
+    ANDed with a path or method (indexed under the header or cookie, which the
+    requests do not carry), and ORs of a header and a query parameter (read on
+    every request)."""
+    rules = []
+    for i in range(COMPOSED_RULES):
+        if i % 4 in (0, 1):
+            match = {"all": [{"header": {"name": f"x-flag-{i}", "exact": "on"}},
+                             {"path": {"prefix": f"/svc-{i}/"}}]}
+        elif i % 4 == 2:
+            match = {"all": [{"cookie": {"name": f"flag{i}", "prefix": "on"}},
+                             {"method": {"in": ["POST", "PUT"]}}]}
+        else:
+            match = {"any": [{"header": {"name": f"x-team-{i}", "exact": "blue"}},
+                             {"query": {"name": f"variant{i}", "exact": "b"}}]}
+        rules.append({"name": f"composed{i}", "subset": "v2", "match": match})
+    return rules
+
+
+def plugin_config(large: bool, claims: str = "payload_header", composed: bool = False) -> dict:
     rules = list(TYPICAL_RULES)
+    if composed:
+        rules = composed_rules() + rules
     if large:
         # Rules that never match the benchmark's requests, placed first so that
         # every request walks them all: absent headers and absent cookies, then
@@ -459,7 +483,7 @@ def plugin_config(large: bool, claims: str = "payload_header") -> dict:
         "subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
         "default_subset": "v1",
         "header": "x-canary-subset",
-        "metrics_prefix": "bench_large" if large else "bench",
+        "metrics_prefix": "bench_large" if large else "bench_composed" if composed else "bench",
         "sticky": {"keys": [{"jwt_claim": "sub"}, {"cookie": "session_id"},
                             {"header": "x-user-id"}], "seed": "api-2026-11"},
         "jwt": ({"source": "payload_header", "header": "x-jwt-payload"}
@@ -493,6 +517,10 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name == "canary-router-large":
         return [wasm_filter("canary-router-large", filter_wasm,
                             json.dumps(plugin_config(True), separators=(",", ":")))], header_routes()
+    if name == "canary-router-composed":
+        return [wasm_filter("canary-router-composed", filter_wasm,
+                            json.dumps(plugin_config(False, composed=True),
+                                       separators=(",", ":")))], header_routes()
     raise ValueError(name)
 
 
@@ -738,6 +766,7 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         want_rules = {"native": set(), "native-hash": set(), "wasm-empty": set(),
                       "lua": {"qa", "beta"}, "canary-router": {"qa", "beta", "staff"},
                       "canary-router-large": {"qa", "beta", "staff"},
+                      "canary-router-composed": {"qa", "beta", "staff"},
                       "canary-router-metadata": {"qa", "beta", "staff"}}[name]
         for rule in want_rules:
             if hit[rule] != "v2":

@@ -121,9 +121,10 @@ fn compile_test(kind: &str, object: &Object, slots: &mut Slots) -> Result<Test> 
                 if name.is_empty() {
                     return Err(ConfigError::new(name_path, "empty query parameter name"));
                 }
+                let slot = slots.intern_query(name.as_bytes());
                 Input::Query {
                     path: slots.intern_header(":path"),
-                    name: name.as_bytes().into(),
+                    slot,
                 }
             }
         }

@@ -36,49 +36,26 @@ pub fn host_only(authority: &[u8]) -> &[u8] {
     }
 }
 
-/// One query parameter, as a rule reads it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Param<'a> {
-    Absent,
-    Value(Cow<'a, [u8]>),
-    /// The parameter (or the query before it) is not valid percent-encoding.
-    Undecodable,
-}
-
-/// The first parameter of `path`'s query string whose percent-decoded name is
-/// `name`, its value percent-decoded (`+` stays `+`; a parameter without `=`
-/// has the empty value). A bad escape in a name read before the match, or in
-/// the matching value, makes the whole lookup undecodable.
-pub fn query_param<'a>(path: &'a [u8], name: &[u8]) -> Param<'a> {
-    let Some(start) = path.iter().position(|&b| b == b'?') else {
-        return Param::Absent;
+/// The `(name, value)` pairs of `path`'s query string, raw (not decoded), in
+/// order; a pair without `=` has the empty value; empty pairs are skipped.
+pub fn query_pairs(path: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let query = match path.iter().position(|&b| b == b'?') {
+        Some(start) => path.get(start + 1..).unwrap_or_default(),
+        None => &[],
     };
-    let query = path.get(start + 1..).unwrap_or_default();
-    let query = query
-        .get(..query.iter().position(|&b| b == b'#').unwrap_or(query.len()))
-        .unwrap_or(query);
-    for pair in query.split(|&b| b == b'&') {
-        if pair.is_empty() {
-            continue;
-        }
-        let (key, value) = match pair.iter().position(|&b| b == b'=') {
+    let end = query.iter().position(|&b| b == b'#').unwrap_or(query.len());
+    query
+        .get(..end)
+        .unwrap_or_default()
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
             Some(eq) => (
                 pair.get(..eq).unwrap_or_default(),
                 pair.get(eq + 1..).unwrap_or_default(),
             ),
             None => (pair, &b""[..]),
-        };
-        let Some(key) = percent_decode(key) else {
-            return Param::Undecodable;
-        };
-        if *key == *name {
-            return match percent_decode(value) {
-                Some(value) => Param::Value(value),
-                None => Param::Undecodable,
-            };
-        }
-    }
-    Param::Absent
+        })
 }
 
 /// `%XX` escapes decoded; `None` for a `%` not followed by two hex digits.
@@ -129,17 +106,18 @@ mod tests {
     }
 
     #[test]
-    fn query_parameters_first_wins_and_decode() {
-        let v = |s: &str| Param::Value(Cow::Owned(s.as_bytes().to_vec()));
-        assert_eq!(query_param(b"/p?beta=1&beta=2", b"beta"), v("1"));
-        assert_eq!(query_param(b"/p?a=1&b%65ta=x%20y", b"beta"), v("x y"));
-        assert_eq!(query_param(b"/p?beta", b"beta"), v(""));
-        assert_eq!(query_param(b"/p?beta=a+b", b"beta"), v("a+b"));
-        assert_eq!(query_param(b"/p?other=1", b"beta"), Param::Absent);
-        assert_eq!(query_param(b"/p", b"beta"), Param::Absent);
-        assert_eq!(query_param(b"/p?beta=%zz", b"beta"), Param::Undecodable);
-        assert_eq!(query_param(b"/p?%zz=1&beta=1", b"beta"), Param::Undecodable);
-        assert_eq!(query_param(b"/p?x=%zz&beta=1", b"beta"), v("1"));
-        assert_eq!(query_param(b"/p?beta=1#frag", b"beta"), v("1"));
+    fn query_pairs_and_escapes() {
+        let pairs: Vec<_> = query_pairs(b"/p?a=1&&b&c=x%20y=z#frag").collect();
+        assert_eq!(
+            pairs,
+            [(&b"a"[..], &b"1"[..]), (b"b", b""), (b"c", b"x%20y=z")]
+        );
+        assert_eq!(query_pairs(b"/p").count(), 0);
+        assert_eq!(query_pairs(b"/p#a=1").count(), 0);
+        assert_eq!(percent_decode(b"x%20y").as_deref(), Some(&b"x y"[..]));
+        assert_eq!(percent_decode(b"a+b").as_deref(), Some(&b"a+b"[..]));
+        assert_eq!(percent_decode(b"%4a%4A").as_deref(), Some(&b"JJ"[..]));
+        assert_eq!(percent_decode(b"%zz"), None);
+        assert_eq!(percent_decode(b"%4"), None);
     }
 }
