@@ -67,13 +67,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use canary_router::rng::SplitMix64;
-use common::{envoy_bin, one_shot, reserve_port, wasm_path, Client, Response};
+use common::side_by_side::{answer, hcm, listener, start, wasm_filter};
+use common::{reserve_port, Client, Response};
 use serde_json::{json, Value};
 
 const DECISION: &str = "x-canary-decision";
@@ -379,114 +376,17 @@ fn plugin_config(routes: &[IstioRoute]) -> String {
 // Envoy
 // ---------------------------------------------------------------------------
 
-fn answer(body: &str) -> Value {
-    json!({"status": 200, "body": {"inline_string": body}})
-}
-
-fn hcm(name: &str, routes: Vec<Value>, filters: Vec<Value>) -> Value {
-    let mut http_filters = filters;
-    http_filters.push(
-        json!({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}),
-    );
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": name,
-            // Istio's default pathNormalization (BASE).
-            "normalize_path": true,
-            "route_config": {"name": name, "virtual_hosts": [
-                {"name": name, "domains": ["*"], "routes": routes}]},
-            "http_filters": http_filters,
-        }
-    })
-}
-
-fn listener(name: &str, port: u16, hcm: Value) -> Value {
-    json!({
-        "name": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-        "filter_chains": [{"filters": [hcm]}],
-    })
-}
-
 fn bootstrap(routes: &[IstioRoute], admin: u16, native: u16, filter: u16) -> String {
-    let wasm = json!({
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "canary-router",
-                "root_id": "canary-router",
-                "failure_policy": "FAIL_CLOSED",
-                "vm_config": {
-                    "vm_id": "canary-router",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm_path().to_str().unwrap()}},
-                },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": plugin_config(routes),
-                },
-            },
-        }
-    });
+    let wasm = wasm_filter(&plugin_config(routes));
     let filter_routes = vec![json!({"match": {"prefix": "/"}, "direct_response": answer("ok")})];
     json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {"listeners": [
-            listener("native", native, hcm("native", native_routes(routes), vec![])),
-            listener("filter", filter, hcm("filter", filter_routes, vec![wasm])),
+            listener("native", native, hcm("native", native_routes(routes), vec![], true)),
+            listener("filter", filter, hcm("filter", filter_routes, vec![wasm], true)),
         ]},
     })
     .to_string()
-}
-
-/// The test's Envoy, killed on drop.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(config: &str, admin: u16) -> Proc {
-    let dir = std::env::temp_dir().join(format!("canary-istio-parity-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("envoy.json");
-    std::fs::write(&path, config).unwrap();
-    let log = dir.join("envoy.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(envoy_bin())
-        .args(["-c", path.to_str().unwrap(), "--concurrency", "1"])
-        .args(["--disable-hot-restart", "--log-level", "warning"])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut proc = Proc { child, log };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let addr: SocketAddr = ([127, 0, 0, 1], admin).into();
-    loop {
-        if let Some(status) = proc.child.try_wait().unwrap() {
-            panic!(
-                "Envoy exited ({status}):\n{}",
-                std::fs::read_to_string(&proc.log).unwrap_or_default()
-            );
-        }
-        if one_shot(addr, "GET", "/ready", &[]).is_ok_and(|r| r.status == 200) {
-            return proc;
-        }
-        assert!(Instant::now() < deadline, "Envoy not ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub mod faults;
 pub mod pin;
 pub mod prometheus;
+pub mod side_by_side;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
