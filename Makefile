@@ -91,11 +91,23 @@ lint: wasm
 unit:
 	cargo test --lib --bins --features internals $(CARGO_TEST_FLAGS)
 
-integration: wasm envoy prometheus
+integration: wasm native envoy prometheus
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 	@$(ISTIO_CHECK_DEPS)
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+
+## native: the filter as an Envoy dynamic module (docs/native.md): $(NATIVE_LIB) for
+## x86_64 Linux, built for and tested with Envoy $(ENVOY_VERSION) (one build per Envoy
+## minor). First the adapter's unit tests (src/host/native/, against a stand-in
+## for Envoy). Prints the newest glibc symbol version the library needs.
+.PHONY: native
+NATIVE_LIB := target/native/libcanary_router.so
+native:
+	cargo test --lib --features dynamic-module,internals $(CARGO_TEST_FLAGS) host::native
+	cargo build --lib --features dynamic-module --profile native
+	@ls -l $(NATIVE_LIB) | awk '{printf "built %s: %d bytes (%.1f KiB)\n", $$9, $$5, $$5/1024}'
+	@echo "needs glibc >= $$(objdump -T $(NATIVE_LIB) | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n 1); built and tested for Envoy $(ENVOY_VERSION) (dynamic-module ABI v0.2.0)"
 
 ## prometheus: Debian's Prometheus server, for the tests that query a real one
 ## (tests/common/prometheus.rs starts its own on a free loopback port) and the demo

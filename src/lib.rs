@@ -42,5 +42,5 @@ mod swar;
 #[cfg(test)]
 mod test_inputs;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", feature = "dynamic-module"))]
 mod host;

@@ -3,5 +3,9 @@
 //! crate knows which proxy it runs in.
 //!
 //! - `wasm`: Proxy-Wasm (Envoy's Wasm filter, Istio's WasmPlugin).
+//! - `native`: an Envoy dynamic module (feature `dynamic-module`, `make native`).
 
+#[cfg(all(feature = "dynamic-module", not(target_arch = "wasm32")))]
+mod native;
+#[cfg(target_arch = "wasm32")]
 mod wasm;
