@@ -66,7 +66,9 @@ ALL = ["native-no-jwt", *run.ALL_LISTENERS]
 # request (PROFILE_LISTENERS=wasm-floor,wasm-floor-counted), not by default,
 # because V8 reserves gigabytes of address space per VM and valgrind runs out
 # of it at about ten VMs (Envoy logs "Failed to create new Wasm instance").
-EXTRA = ["wasm-floor", "wasm-floor-counted"]
+# The Envoy dynamic module (run.py's opt-in native-module listener) likewise: it
+# needs `make native` first.
+EXTRA = ["wasm-floor", "wasm-floor-counted", *run.OPTIONAL_LISTENERS]
 LISTENERS = [n for n in ALL + EXTRA if n in ("native", "wasm-empty") or n in os.environ.get(
     "PROFILE_LISTENERS", ",".join(ALL)).split(",")]
 # BENCH_VARIANTS=a=/tmp/a.wasm,... (as for run.py): other builds of the filter with the

@@ -82,8 +82,15 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # BENCH_LISTENERS=native,wasm-empty,canary-router for a quicker comparison while
 # tuning (native is always kept: every ratio is relative to it); BENCH_SIDE=0 skips
 # the RSS and startup measures.
-LISTENERS = [n for n in ALL_LISTENERS if n in ("native", "wasm-empty") or n in os.environ.get(
-    "BENCH_LISTENERS", ",".join(ALL_LISTENERS)).split(",")]
+# Opt-in (BENCH_LISTENERS or PROFILE_LISTENERS=...,native-module): the filter as an
+# Envoy dynamic module (docs/native.md) with the typical config, loaded from
+# target/native/ (`make native` builds it; `make bench` does not, so not by default).
+OPTIONAL_LISTENERS = ["native-module"]
+NATIVE_MODULE_DIR = ROOT / "target" / "native"
+os.environ.setdefault("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", str(NATIVE_MODULE_DIR))
+LISTENERS = [n for n in ALL_LISTENERS + OPTIONAL_LISTENERS
+             if n in ("native", "wasm-empty") or n in os.environ.get(
+                 "BENCH_LISTENERS", ",".join(ALL_LISTENERS)).split(",")]
 # BENCH_VARIANTS=a=/tmp/a.wasm,b=/tmp/b.wasm adds listeners `variant-a`, ... that
 # run other builds of the filter with the typical config, measured in the same
 # Envoy and rounds as the rest: the way to A/B a change to the hot path. Their
@@ -432,6 +439,18 @@ def wasm_filter(vm_id: str, wasm: Path, configuration: str | None) -> dict:
         "config": config}}
 
 
+def dynamic_module_filter(configuration: str) -> dict:
+    """The filter as an Envoy dynamic module (make native)."""
+    if not (NATIVE_MODULE_DIR / "libcanary_router.so").is_file():
+        raise HarnessError(f"no {NATIVE_MODULE_DIR}/libcanary_router.so: run `make native`")
+    return {"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "canary_router"},
+        "filter_name": "canary-router",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": configuration}}}
+
+
 TYPICAL_RULES = [
     {"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}},
     {"name": "beta", "subset": "v2", "match": {"cookie": {"name": "beta", "exact": "true"}}},
@@ -508,6 +527,8 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name == "canary-router":
         return [wasm_filter("canary-router", filter_wasm,
                             json.dumps(plugin_config(False)))], header_routes()
+    if name == "native-module":
+        return [dynamic_module_filter(json.dumps(plugin_config(False)))], header_routes()
     if name.startswith("variant-"):
         wasm = Path(VARIANTS[name[len("variant-"):]])
         return [wasm_filter(name, wasm, json.dumps(plugin_config(False)))], header_routes()
@@ -765,6 +786,7 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         # Listeners without rules route these like any request: not checked.
         want_rules = {"native": set(), "native-hash": set(), "wasm-empty": set(),
                       "lua": {"qa", "beta"}, "canary-router": {"qa", "beta", "staff"},
+                      "native-module": {"qa", "beta", "staff"},
                       "canary-router-large": {"qa", "beta", "staff"},
                       "canary-router-composed": {"qa", "beta", "staff"},
                       "canary-router-metadata": {"qa", "beta", "staff"}}[name]
