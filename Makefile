@@ -124,7 +124,7 @@ prometheus:
 ## BENCH_LISTENERS, BENCH_VARIANTS, BENCH_SIDE (BENCHMARKS.md).
 ## Fails only if the harness breaks, never on a FAIL.
 .PHONY: bench
-bench: envoy
+bench: native envoy
 	cargo bench --bench decide --features internals
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/run.py
@@ -136,7 +136,7 @@ bench: envoy
 ## target/bench/profile.json and the callgrind dumps in target/bench/profile/.
 ## Knobs: PROFILE_REQUESTS=2000 PROFILE_WARMUP=300 PROFILE_LISTENERS. About 2 minutes.
 .PHONY: bench-profile
-bench-profile: envoy
+bench-profile: native envoy
 	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
 	  python3 benches/envoy/callgrind_profile.py
