@@ -283,6 +283,9 @@ fn counters_equal_what_was_sent_and_served() {
 
 #[test]
 fn the_vm_memory_gauge_reports_linear_memory() {
+    if common::wasm_only("the Wasm VM's memory gauge") {
+        return;
+    }
     let envoy = Envoy::start(&demo_config().to_string(), Opts::default());
     let bytes = envoy
         .wasm_memory_gauge("canary")

@@ -13,6 +13,9 @@ use common::*;
 
 #[test]
 fn without_the_filter_the_route_table_serves_stable() {
+    if common::wasm_only("the Wasm VM's failure policy and wasm.* stats") {
+        return;
+    }
     // The plugin skipped entirely (as FAIL_OPEN does for a failed VM).
     let mut envoy = Envoy::start(&demo_config().to_string(), Opts::default().without_wasm());
     for headers in [
@@ -37,6 +40,9 @@ fn without_the_filter_the_route_table_serves_stable() {
 
 #[test]
 fn the_shipped_config_fails_open_and_strips_the_header_first() {
+    if common::wasm_only("the Wasm VM's failure policy and wasm.* stats") {
+        return;
+    }
     let yaml = read_repo_file("envoy/envoy.yaml");
     assert!(yaml.contains("failure_policy: FAIL_OPEN"));
     let strip = yaml

@@ -230,6 +230,9 @@ fn decisions(client: &mut Client, keys: &[String]) -> Vec<(String, String)> {
 
 #[test]
 fn sticky_keys_route_as_the_wasm_build_and_the_documented_hash() {
+    if common::wasm_only("runs the dynamic module itself beside the Wasm build, in the Wasm run") {
+        return;
+    }
     let config = native_demo_config().to_string();
     let native = start_ready(&config);
     let wasm = Envoy::start(&config, Opts::default());
@@ -255,6 +258,9 @@ fn sticky_keys_route_as_the_wasm_build_and_the_documented_hash() {
 
 #[test]
 fn rules_client_headers_counters_decision_header_and_pin_cookie() {
+    if common::wasm_only("runs the dynamic module itself beside the Wasm build, in the Wasm run") {
+        return;
+    }
     let envoy = start_ready(&native_demo_config().to_string());
     let mut client = envoy.client();
     let before = envoy.counters();
@@ -337,6 +343,9 @@ fn module_lines(log: &str) -> Vec<&str> {
 
 #[test]
 fn a_bad_configuration_is_refused_with_one_line_naming_the_field() {
+    if common::wasm_only("runs the dynamic module itself beside the Wasm build, in the Wasm run") {
+        return;
+    }
     let bad = r#"{"subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": -5}]}"#;
     let Started::Exited(log) = start(bad) else {
         panic!("Envoy served with a configuration the module must refuse");

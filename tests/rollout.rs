@@ -13,6 +13,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -363,6 +365,9 @@ fn good() -> FakePrometheus {
 
 #[test]
 fn promotes_through_every_step_with_weights_summing_to_100() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     let run = rollout(&prom, &["--steps", "10,50,100"]);
     assert_eq!(run.code(), 0, "{}", run.explain());
@@ -423,6 +428,9 @@ fn promotes_through_every_step_with_weights_summing_to_100() {
 
 #[test]
 fn decimal_steps_and_other_options() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     let run = rollout(
         &prom,
@@ -453,6 +461,9 @@ fn decimal_steps_and_other_options() {
 
 #[test]
 fn rolls_back_on_a_bad_success_rate() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = fake_prometheus(vec![Some("0.95")], vec![Some("120")]);
     let run = rollout(&prom, &["--steps", "10,50,100", "--min-success", "0.99"]);
     assert_rolled_back(
@@ -471,6 +482,9 @@ fn rolls_back_on_a_bad_success_rate() {
 
 #[test]
 fn rolls_back_on_a_bad_p99() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = fake_prometheus(vec![Some("1")], vec![Some("812.5")]);
     let run = rollout(&prom, &["--steps", "10,50,100", "--max-p99-ms", "500"]);
     assert_rolled_back(
@@ -488,6 +502,9 @@ fn rolls_back_on_a_bad_p99() {
 
 #[test]
 fn rolls_back_at_a_later_step_and_sends_no_further_step() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = fake_prometheus(vec![Some("0.999"), Some("0.97")], vec![Some("100")]);
     let run = rollout(&prom, &["--steps", "10,50,100"]);
     assert_eq!(run.code(), 3, "{}", run.explain());
@@ -505,6 +522,9 @@ fn rolls_back_at_a_later_step_and_sends_no_further_step() {
 
 #[test]
 fn no_data_fails_safe_after_the_retries() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     // Empty results, and NaN (0/0: no canary responses in the window).
     for success in [None, Some("NaN")] {
         let prom = fake_prometheus(vec![success], vec![Some("100")]);
@@ -538,6 +558,9 @@ fn no_data_fails_safe_after_the_retries() {
 
 #[test]
 fn missing_data_says_which_metric_and_why() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     // No series at all for the success rate (stats config or scrape), the
     // latency's series there but no responses in the window.
     let prom = fake_prometheus_with(Scenario {
@@ -600,6 +623,9 @@ fn missing_data_says_which_metric_and_why() {
 
 #[test]
 fn selector_goes_into_every_query() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let sel = r#"app="istio-ingressgateway",namespace=~"istio-.*""#;
     // No data at first, so the series checks run too.
     let prom = fake_prometheus_with(Scenario {
@@ -668,6 +694,9 @@ fn selector_goes_into_every_query() {
 
 #[test]
 fn data_arriving_within_the_retries_is_enough() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = fake_prometheus(vec![None, None, Some("0.999")], vec![Some("100")]);
     let run = rollout(&prom, &["--steps", "10,100", "--retries", "3"]);
     assert_eq!(run.code(), 0, "{}", run.explain());
@@ -681,6 +710,9 @@ fn data_arriving_within_the_retries_is_enough() {
 
 #[test]
 fn an_unreachable_prometheus_fails_safe() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = FakePrometheus {
         // Bound then dropped: nothing listens there.
         url: format!(
@@ -708,6 +740,9 @@ fn an_unreachable_prometheus_fails_safe() {
 
 #[test]
 fn dry_run_prints_patches_and_queries_and_touches_nothing() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     let run = rollout(&prom, &["--steps", "10,50,100", "--dry-run"]);
     assert_eq!(run.code(), 0, "{}", run.explain());
@@ -740,6 +775,9 @@ fn dry_run_prints_patches_and_queries_and_touches_nothing() {
 
 #[test]
 fn usage_errors_exit_2_before_touching_the_cluster() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     for bad in [
         &["--steps", "50,10"][..],
@@ -759,6 +797,9 @@ fn usage_errors_exit_2_before_touching_the_cluster() {
 
 #[test]
 fn a_missing_subset_is_an_error_without_patches() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     let run = rollout(&prom, &["--canary", "v3"]);
     assert_eq!(run.code(), 1, "{}", run.explain());
@@ -772,6 +813,9 @@ fn a_missing_subset_is_an_error_without_patches() {
 
 #[test]
 fn rollback_on_request() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
     let prom = good();
     let run = rollout(&prom, &["--rollback"]);
     assert_eq!(run.code(), 0, "{}", run.explain());

@@ -6,6 +6,8 @@
 //! Env vars: `ENVOY_BIN` (the Envoy binary) and `CANARY_WASM` (absolute path of
 //! the built `.wasm`); `make integration` sets both. When unset, the harness falls
 //! back to the project's `.venv` Envoy and the `.wasm` envoy.yaml names.
+//! `CANARY_HOST=native` runs the same tests against the Envoy dynamic module
+//! instead of the Wasm module ([`host`]).
 //!
 //! Only what a test needs differently is substituted in the shipped files: the
 //! four ports, the `.wasm` path, the plugin configuration (between the
@@ -30,9 +32,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod faults;
+pub mod host;
 pub mod pin;
 pub mod prometheus;
 pub mod side_by_side;
+
+#[allow(unused_imports)]
+pub use host::{is_native, stats_prefix, wasm_only};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -370,8 +376,9 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         &format!("port_value: {} }}", ports.v2),
         file,
     );
-    // Without the filter (harness self-checks) the .wasm need not exist.
-    let wasm = if opts.with_wasm {
+    // Without the filter (harness self-checks), or with the dynamic module in
+    // its place, the .wasm need not exist.
+    let wasm = if opts.with_wasm && !is_native() {
         path_of(&wasm_path())
     } else {
         "/nonexistent/canary-router.wasm".to_string()
@@ -403,9 +410,10 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         let (s, e, _) = marked_block(&y, "jwt_authn", file);
         y = format!("{}{}", &y[..s], &y[e..]);
     }
-    if !opts.with_wasm || opts.ecds_dir.is_some() {
+    if !opts.with_wasm || opts.ecds_dir.is_some() || is_native() {
         // Cut the inline Wasm filter entry (from its `- name:` line up to the
-        // router's): for harness self-checks, or to load it by ECDS instead.
+        // router's): for harness self-checks, to load the filter by ECDS
+        // instead, or to put the dynamic module in its place.
         let s = y.find("- name: envoy.filters.http.wasm").unwrap();
         let s = y[..s].rfind('\n').unwrap() + 1;
         let e = y.find("- name: envoy.filters.http.router").unwrap();
@@ -415,6 +423,14 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
                 write_ecds(dir, plugin_config);
                 let indent = &y[s..y[s..].find('-').unwrap() + s];
                 ecds_filter_entry(dir, indent)
+            }
+            None if opts.with_wasm => {
+                let indent = &y[s..y[s..].find('-').unwrap() + s];
+                let entry = serde_json::json!({
+                    "name": "envoy.filters.http.dynamic_modules",
+                    "typed_config": host::dynamic_module_filter(plugin_config),
+                });
+                format!("{indent}- {entry}\n")
             }
             _ => String::new(),
         };
@@ -428,7 +444,7 @@ pub fn ecds_file(dir: &Path) -> PathBuf {
     dir.join("canary-router.json")
 }
 
-/// The HTTP filter entry that loads the Wasm filter by ECDS from a watched file.
+/// The HTTP filter entry that loads the filter by ECDS from a watched file.
 fn ecds_filter_entry(dir: &Path, indent: &str) -> String {
     let entry = serde_json::json!({
         "name": "canary-router",
@@ -440,18 +456,36 @@ fn ecds_filter_entry(dir: &Path, indent: &str) -> String {
                 },
                 "resource_api_version": "V3",
             },
-            "type_urls": ["type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"],
+            "type_urls": [host::filter_type_url()],
         }
     });
     format!("{indent}- {entry}\n")
 }
 
 /// Write (atomically: a temporary file renamed over the watched one) the ECDS
-/// resource holding the Wasm filter with `plugin_config`, as a control plane
+/// resource holding the filter with `plugin_config`, as a control plane
 /// would push it. Envoy picks the change up from the watched directory.
 pub fn write_ecds(dir: &Path, plugin_config: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let resource = serde_json::json!({
+    let resource = if is_native() {
+        serde_json::json!({
+            "resources": [{
+                "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+                "name": "canary-router",
+                "typed_config": host::dynamic_module_filter(plugin_config),
+            }]
+        })
+    } else {
+        wasm_ecds_resource(plugin_config)
+    };
+    let tmp = dir.join(".canary-router.json.tmp");
+    std::fs::write(&tmp, resource.to_string()).unwrap();
+    std::fs::rename(&tmp, ecds_file(dir)).unwrap();
+}
+
+/// The ECDS resource of the Wasm filter.
+fn wasm_ecds_resource(plugin_config: &str) -> serde_json::Value {
+    serde_json::json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
             "name": "canary-router",
@@ -473,10 +507,7 @@ pub fn write_ecds(dir: &Path, plugin_config: &str) {
                 },
             },
         }]
-    });
-    let tmp = dir.join(".canary-router.json.tmp");
-    std::fs::write(&tmp, resource.to_string()).unwrap();
-    std::fs::rename(&tmp, ecds_file(dir)).unwrap();
+    })
 }
 
 /// envoy/backends.yaml with the test's backend ports.
@@ -593,7 +624,7 @@ impl Envoy {
                         !status.success(),
                         "Envoy exited successfully with a bad configuration: {status}"
                     );
-                    return log;
+                    return host::refusal_log(log);
                 }
             }
         }
@@ -608,7 +639,11 @@ impl Envoy {
         fs::write(&main_path, main).unwrap();
         self.log_path = self.dir.join(format!("envoy-{}.log", self.starts));
         let log = fs::File::create(&self.log_path).unwrap();
-        let child = Command::new(envoy_bin())
+        let mut command = Command::new(envoy_bin());
+        if is_native() {
+            command.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", host::native_dir());
+        }
+        let child = command
             .current_dir(repo_root())
             .arg("-c")
             .arg(&main_path)
@@ -737,16 +772,21 @@ impl Envoy {
         parse_stats(&r.body_str())
     }
 
-    /// The filter's counters only (names under `wasmcustom.`), missing ones absent.
+    /// The filter's counters only (names under `wasmcustom.`, or
+    /// `dynamicmodulescustom.` for the dynamic module), missing ones absent.
     /// The filter's counters (its gauges, the VM memory and a ramp's weights,
     /// move on their own timer and are left out: see [`Envoy::wasm_memory_gauge`]).
     pub fn wasm_stats(&self) -> BTreeMap<String, u64> {
-        let r = self.admin_get("/stats?filter=%5Ewasmcustom%5C.");
+        let prefix = stats_prefix();
+        let r = self.admin_get(&format!(
+            "/stats?filter=%5E{}%5C.",
+            prefix.trim_end_matches('.')
+        ));
         assert_eq!(r.status, 200);
         parse_stats(&r.body_str())
             .into_iter()
             .filter(|(k, _)| {
-                k.starts_with("wasmcustom.")
+                k.starts_with(prefix)
                     && !k.ends_with(".wasm_memory_bytes")
                     && !k.ends_with(";.;weight_bp")
             })
@@ -756,15 +796,16 @@ impl Envoy {
     /// The filter's `<prefix>.wasm_memory_bytes` gauge.
     pub fn wasm_memory_gauge(&self, prefix: &str) -> Option<u64> {
         self.stats()
-            .get(&format!("wasmcustom.{prefix}.wasm_memory_bytes"))
+            .get(&format!("{}{prefix}.wasm_memory_bytes", stats_prefix()))
             .copied()
     }
 
-    /// The text at /stats/prometheus.
+    /// The text at /stats/prometheus (the dynamic module's series named as the
+    /// Wasm filter's: [`host::prometheus_text`]).
     pub fn prometheus(&self) -> String {
         let r = self.admin_get("/stats/prometheus");
         assert_eq!(r.status, 200);
-        r.body_str()
+        host::prometheus_text(r.body_str())
     }
 
     /// Everything Envoy wrote so far (stdout and stderr) since the last start.
@@ -1207,32 +1248,45 @@ pub fn bearer(token: &str) -> Vec<u8> {
 pub const REASONS: [&str; 5] = ["rule", "hash", "pin", "random", "fallback"];
 pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
-/// The filter's names encode labels as Istio does (`subset=.=v2;.;`, src/metrics.rs).
+/// The filter's names encode labels as Istio does (`subset=.=v2;.;`, src/metrics.rs),
+/// under [`stats_prefix`] (`wasmcustom.` for the Wasm build).
 pub fn requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
-    format!("wasmcustom.{prefix}.subset=.={subset};.;reason=.={reason};.;requests")
+    format!(
+        "{}{prefix}.subset=.={subset};.;reason=.={reason};.;requests",
+        stats_prefix()
+    )
 }
 
 pub fn shadow_requests_counter(prefix: &str, subset: &str, reason: &str) -> String {
-    format!("wasmcustom.{prefix}.shadow.subset=.={subset};.;reason=.={reason};.;requests")
+    format!(
+        "{}{prefix}.shadow.subset=.={subset};.;reason=.={reason};.;requests",
+        stats_prefix()
+    )
 }
 
 pub fn responses_counter(prefix: &str, subset: &str, class: &str) -> String {
-    format!("wasmcustom.{prefix}.subset=.={subset};.;class=.={class};.;responses")
+    format!(
+        "{}{prefix}.subset=.={subset};.;class=.={class};.;responses",
+        stats_prefix()
+    )
 }
 
 pub fn rule_counter(prefix: &str, rule: &str) -> String {
-    format!("wasmcustom.{prefix}.rule=.={rule};.;rule_matches")
+    format!("{}{prefix}.rule=.={rule};.;rule_matches", stats_prefix())
 }
 
 pub fn weight_gauge(prefix: &str, subset: &str) -> String {
-    format!("wasmcustom.{prefix}.subset=.={subset};.;weight_bp")
+    format!("{}{prefix}.subset=.={subset};.;weight_bp", stats_prefix())
 }
 
 /// The brake's trip counter and tripped gauge.
 pub fn brake_stats(prefix: &str, subset: &str) -> (String, String) {
     (
-        format!("wasmcustom.{prefix}.subset=.={subset};.;brake_trips"),
-        format!("wasmcustom.{prefix}.subset=.={subset};.;brake_tripped"),
+        format!("{}{prefix}.subset=.={subset};.;brake_trips", stats_prefix()),
+        format!(
+            "{}{prefix}.subset=.={subset};.;brake_tripped",
+            stats_prefix()
+        ),
     )
 }
 
@@ -1293,7 +1347,7 @@ pub struct Decision {
 /// `(subset, reason)` of a name `wasmcustom.<prefix>.subset=.=<s>;.;reason=.=<r>;.;requests`.
 pub fn parse_requests_name(name: &str) -> Option<(String, String)> {
     let rest = name
-        .strip_prefix("wasmcustom.")?
+        .strip_prefix(stats_prefix())?
         .strip_suffix(";.;requests")?;
     let (prefix, _) = rest.split_once(".subset=.=")?;
     // metrics_prefix is one segment: `<prefix>.shadow.subset...` is a shadow counter.
@@ -1310,7 +1364,7 @@ pub fn parse_requests_name(name: &str) -> Option<(String, String)> {
 /// `wasmcustom.<prefix>.shadow.subset=.=<s>;.;reason=.=<r>;.;requests`.
 pub fn parse_shadow_requests_name(name: &str) -> Option<(String, String)> {
     let rest = name
-        .strip_prefix("wasmcustom.")?
+        .strip_prefix(stats_prefix())?
         .strip_suffix(";.;requests")?;
     let (prefix, _) = rest.split_once(".shadow.subset=.=")?;
     if prefix.contains('.') {
@@ -1324,7 +1378,7 @@ pub fn parse_shadow_requests_name(name: &str) -> Option<(String, String)> {
 
 /// `(subset, class)` of a name `wasmcustom.<prefix>.subset=.=<s>;.;class=.=<c>;.;responses`.
 pub fn parse_responses_name(name: &str) -> Option<(String, String)> {
-    name.strip_prefix("wasmcustom.")?
+    name.strip_prefix(stats_prefix())?
         .strip_suffix(";.;responses")?;
     Some((
         label_in(name, "subset")?.to_string(),
@@ -1334,7 +1388,7 @@ pub fn parse_responses_name(name: &str) -> Option<(String, String)> {
 
 /// The rule of a name `wasmcustom.<prefix>.rule=.=<rule>;.;rule_matches`.
 pub fn parse_rule_name(name: &str) -> Option<String> {
-    name.strip_prefix("wasmcustom.")?
+    name.strip_prefix(stats_prefix())?
         .strip_suffix(";.;rule_matches")?;
     Some(label_in(name, "rule")?.to_string())
 }
