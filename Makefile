@@ -96,6 +96,8 @@ integration: wasm native envoy prometheus
 	@$(ISTIO_CHECK_DEPS)
 	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
 	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+	CANARY_HOST=native CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
+	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
 
 ## native: the filter as an Envoy dynamic module (docs/native.md): $(NATIVE_LIB) for
 ## x86_64 Linux, built for and tested with Envoy $(ENVOY_VERSION) (one build per Envoy
