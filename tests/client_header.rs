@@ -85,7 +85,9 @@ fn metrics_prefix_names_the_counters() {
     assert_eq!(stats[&requests_counter("other", "v1", "random")], 10);
     assert_eq!(stats[&responses_counter("other", "v1", "2xx")], 10);
     assert!(
-        !stats.keys().any(|k| k.starts_with("wasmcustom.canary.")),
+        !stats
+            .keys()
+            .any(|k| k.starts_with(&format!("{}canary.", stats_prefix()))),
         "metrics_prefix \"other\" replaces \"canary\": {stats:?}"
     );
     // The shipped stats tags label any prefix.
