@@ -7,7 +7,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::abi::{
     self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoyPtr, ModuleBuffer,
@@ -50,6 +49,70 @@ type Shared = (Vec<u8>, u32);
 /// The shared data of Proxy-Wasm, process-wide, by key.
 static SHARED: LazyLock<Mutex<HashMap<String, Shared>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
+
+thread_local! {
+    /// The header entries of the request at hand, reused from request to request:
+    /// Envoy fills them, [`serialize_headers`] copies them out, in the same hook.
+    static HEADERS: RefCell<Vec<EnvoyHttpHeader>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Envoy's entries in the serialized pairs format the filter reads
+/// ([`crate::formats::pairs`]): the count, each key's and value's length, then
+/// each key and value followed by a NUL. One allocation, sized up front.
+///
+/// # Safety
+/// Every entry must point at its key and value, readable for the call.
+pub(super) unsafe fn serialize_headers(headers: &[EnvoyHttpHeader]) -> HostResult<Vec<u8>> {
+    let len32 = |n: usize| u32::try_from(n).map_err(|_| FAILED);
+    let size = headers.iter().fold(4, |size: usize, h| {
+        size.saturating_add(10)
+            .saturating_add(h.key_length)
+            .saturating_add(h.value_length)
+    });
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&len32(headers.len())?.to_le_bytes());
+    for h in headers {
+        out.extend_from_slice(&len32(h.key_length)?.to_le_bytes());
+        out.extend_from_slice(&len32(h.value_length)?.to_le_bytes());
+    }
+    for h in headers {
+        // SAFETY: the caller's contract.
+        let (key, value) = unsafe {
+            (
+                EnvoyBuffer {
+                    ptr: h.key_ptr,
+                    length: h.key_length,
+                }
+                .bytes(),
+                EnvoyBuffer {
+                    ptr: h.value_ptr,
+                    length: h.value_length,
+                }
+                .bytes(),
+            )
+        };
+        out.extend_from_slice(key);
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    Ok(out)
+}
+
+/// `struct timespec` of x86-64 (and aarch64) Linux.
+#[repr(C)]
+struct Timespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+extern "C" {
+    /// libc's, which Envoy links: the wall clock without std's `SystemTime`
+    /// and `Duration` arithmetic around it (three reads per request).
+    fn clock_gettime(clock: i32, now: *mut Timespec) -> i32;
+}
+
+const CLOCK_REALTIME: i32 = 0;
 
 /// One filter configuration, shared by every worker thread.
 pub(crate) struct NativeConfig {
@@ -190,44 +253,26 @@ impl Host for NativeHost<'_> {
         let n = unsafe {
             abi::envoy_dynamic_module_callback_http_get_headers_size(filter, abi::REQUEST_HEADER)
         };
-        let mut headers = vec![EnvoyHttpHeader::EMPTY; n];
-        if n > 0 {
-            // SAFETY: `headers` has room for the `n` entries Envoy reported.
-            let ok = unsafe {
-                abi::envoy_dynamic_module_callback_http_get_headers(
-                    filter,
-                    abi::REQUEST_HEADER,
-                    headers.as_mut_ptr(),
-                )
-            };
-            if !ok {
-                return Err(FAILED);
-            }
-        }
-        // The entries point into Envoy's header map, unchanged until this hook
-        // writes a header: serialize them before any write.
-        let pairs: Vec<(&[u8], &[u8])> = headers
-            .iter()
-            .map(|h| {
-                // SAFETY: Envoy filled each entry with its own key and value,
-                // valid for the rest of this hook (nothing was written since).
-                unsafe {
-                    (
-                        EnvoyBuffer {
-                            ptr: h.key_ptr,
-                            length: h.key_length,
-                        }
-                        .bytes(),
-                        EnvoyBuffer {
-                            ptr: h.value_ptr,
-                            length: h.value_length,
-                        }
-                        .bytes(),
+        HEADERS.with_borrow_mut(|headers| {
+            headers.clear();
+            headers.resize(n, EnvoyHttpHeader::EMPTY);
+            if n > 0 {
+                // SAFETY: `headers` has room for the `n` entries Envoy reported.
+                let ok = unsafe {
+                    abi::envoy_dynamic_module_callback_http_get_headers(
+                        filter,
+                        abi::REQUEST_HEADER,
+                        headers.as_mut_ptr(),
                     )
+                };
+                if !ok {
+                    return Err(FAILED);
                 }
-            })
-            .collect();
-        Ok(crate::formats::pairs::serialize(&pairs))
+            }
+            // SAFETY: the entries point into Envoy's header map, unchanged until
+            // this hook writes a header: they are copied out before any write.
+            unsafe { serialize_headers(headers) }
+        })
     }
 
     fn verified_payload(&self, _key: &str) -> HostResult<Option<Vec<u8>>> {
@@ -301,10 +346,19 @@ impl Host for NativeHost<'_> {
     }
 
     fn now_ns(&self) -> HostResult<u64> {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| FAILED)?;
-        u64::try_from(since.as_nanos()).map_err(|_| FAILED)
+        let mut now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `now` is a live out-parameter.
+        if unsafe { clock_gettime(CLOCK_REALTIME, &mut now) } != 0 {
+            return Err(FAILED);
+        }
+        let secs = u64::try_from(now.tv_sec).map_err(|_| FAILED)?;
+        let nanos = u64::try_from(now.tv_nsec).map_err(|_| FAILED)?;
+        secs.checked_mul(1_000_000_000)
+            .and_then(|ns| ns.checked_add(nanos))
+            .ok_or(FAILED)
     }
 
     fn random_bytes(&self, out: &mut [u8]) -> HostResult<()> {

@@ -421,3 +421,29 @@ fn verified_claims_are_refused_and_payload_header_accepted() {
     assert!(!config.is_null(), "{:?}", logs());
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }
+
+#[test]
+fn envoys_header_entries_serialize_as_the_pairs_format() {
+    let list: [(&[u8], &[u8]); 4] = [
+        (b":path", b"/a?b=1"),
+        (b"x-empty", b""),
+        (b"cookie", b"beta=true; session_id=s"),
+        (b"", b"v"),
+    ];
+    let entries: Vec<EnvoyHttpHeader> = list
+        .iter()
+        .map(|(k, v)| EnvoyHttpHeader {
+            key_ptr: k.as_ptr(),
+            key_length: k.len(),
+            value_ptr: v.as_ptr(),
+            value_length: v.len(),
+        })
+        .collect();
+    // SAFETY: every entry points into `list`, alive for the call.
+    let bytes = unsafe { host::serialize_headers(&entries) }.unwrap();
+    assert_eq!(bytes, crate::formats::pairs::serialize(&list));
+    assert_eq!(bytes.capacity(), bytes.len(), "sized up front");
+    // SAFETY: no entries.
+    let none = unsafe { host::serialize_headers(&[]) }.unwrap();
+    assert_eq!(none, crate::formats::pairs::serialize::<&[u8], &[u8]>(&[]));
+}
