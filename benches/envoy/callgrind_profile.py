@@ -66,9 +66,11 @@ ALL = ["native-no-jwt", *run.ALL_LISTENERS]
 # request (PROFILE_LISTENERS=wasm-floor,wasm-floor-counted), not by default,
 # because V8 reserves gigabytes of address space per VM and valgrind runs out
 # of it at about ten VMs (Envoy logs "Failed to create new Wasm instance").
-# The Envoy dynamic module (run.py's opt-in native-module listener) likewise: it
-# needs `make native` first.
-EXTRA = ["wasm-floor", "wasm-floor-counted", *run.OPTIONAL_LISTENERS]
+# The Envoy dynamic module (run.py's native-module listener) is in the default set
+# when `make native` has built it (make bench-profile does): it starts no VM.
+ALL += [n for n in run.OPTIONAL_LISTENERS if n in run.DEFAULT_OPTIONAL]
+EXTRA = ["wasm-floor", "wasm-floor-counted",
+         *[n for n in run.OPTIONAL_LISTENERS if n not in ALL]]
 LISTENERS = [n for n in ALL + EXTRA if n in ("native", "wasm-empty") or n in os.environ.get(
     "PROFILE_LISTENERS", ",".join(ALL)).split(",")]
 # BENCH_VARIANTS=a=/tmp/a.wasm,... (as for run.py): other builds of the filter with the
@@ -453,6 +455,7 @@ def main() -> int:
                                        for n, h in hosts.items()}},
         "wall_seconds": round(time.monotonic() - t_start),
     })
+    report["targets"] = native_module_targets(report["listeners"])
     print_report(report)
     RESULT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     log(f"\nwrote {RESULT.relative_to(run.ROOT)} and the dumps in "
@@ -658,6 +661,24 @@ def analyse(profiles: dict[str, Profile], hosts: dict, builtins: set[str], rows:
     return out
 
 
+def native_module_targets(L: dict) -> list[dict]:
+    """The dynamic module's CPU targets, in instructions: its added Ir over native
+    routing <= 1.0 x wasm-empty's and <= 0.6 x lua's (when those were measured)."""
+    if "native-module" not in L:
+        return []
+    added = {n: r["added_over_native"] for n, r in L.items()}
+    nm = added["native-module"]
+    out = []
+    for other, factor in (("wasm-empty", 1.0), ("lua", 0.6)):
+        if other in added:
+            out.append({"target": f"native-module added Ir <= {factor:g} x {other}'s",
+                        "pass": nm <= factor * added[other],
+                        "detail": f"{nm:+,} vs {factor:g} x {added[other]:+,} = "
+                                  f"{factor * added[other]:+,.0f} Ir/request "
+                                  f"({nm / added[other]:.3f} x)"})
+    return out
+
+
 def print_report(report: dict) -> None:
     L = report["listeners"]
     log(f"\nEnvoy instructions per request (callgrind Ir, all threads; {REQUESTS} requests "
@@ -679,6 +700,10 @@ def print_report(report: dict) -> None:
         "host function to its return")
     if "jwt_authn_ir_per_request" in report:
         log(f"jwt_authn (native minus native-no-jwt): {report['jwt_authn_ir_per_request']:,} Ir/request")
+    if report.get("targets"):
+        log("\ntargets:")
+        for t in report["targets"]:
+            log(f"  {'PASS' if t['pass'] else 'FAIL'}  {t['target']}: {t['detail']}")
     for n, r in L.items():
         vm = r.get("vm")
         if not vm:

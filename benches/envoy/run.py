@@ -2,7 +2,7 @@
 """`make bench`: what canary-router costs inside a real Envoy, side by side with
 native routing, a Lua filter and an empty Wasm module.
 
-One measured Envoy (--concurrency 1) serves seven listeners on loopback; all of
+One measured Envoy (--concurrency 1) serves every listener on loopback; all of
 them run the same jwt_authn prefix, so they differ only in how the route is
 picked. A SEPARATE upstream Envoy process (direct_response, --concurrency 1)
 answers for clusters v1 and v2, so its CPU is not counted. wrk sends the same
@@ -82,22 +82,26 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # BENCH_LISTENERS=native,wasm-empty,canary-router for a quicker comparison while
 # tuning (native is always kept: every ratio is relative to it); BENCH_SIDE=0 skips
 # the RSS and startup measures.
-# Opt-in (BENCH_LISTENERS or PROFILE_LISTENERS=...,native-module): the filter as an
-# Envoy dynamic module (docs/native.md) with the typical config, loaded from
-# target/native/ (`make native` builds it; `make bench` does not, so not by default).
+# native-module: the filter as an Envoy dynamic module (docs/native.md) with the
+# typical config, loaded from target/native/. `make bench` builds it first (`make
+# native`), and it is measured by default whenever the library is there; run by
+# hand without it, the benchmark runs without that listener and its targets.
 OPTIONAL_LISTENERS = ["native-module"]
 NATIVE_MODULE_DIR = ROOT / "target" / "native"
 os.environ.setdefault("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", str(NATIVE_MODULE_DIR))
+DEFAULT_OPTIONAL = (["native-module"] if (NATIVE_MODULE_DIR / "libcanary_router.so").is_file()
+                    else [])
 LISTENERS = [n for n in ALL_LISTENERS + OPTIONAL_LISTENERS
              if n in ("native", "wasm-empty") or n in os.environ.get(
-                 "BENCH_LISTENERS", ",".join(ALL_LISTENERS)).split(",")]
+                 "BENCH_LISTENERS", ",".join(ALL_LISTENERS + DEFAULT_OPTIONAL)).split(",")]
 # BENCH_VARIANTS=a=/tmp/a.wasm,b=/tmp/b.wasm adds listeners `variant-a`, ... that
 # run other builds of the filter with the typical config, measured in the same
 # Envoy and rounds as the rest: the way to A/B a change to the hot path. Their
 # routing is not checked (a variant may stub out a host call to price it).
 VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v)
 LISTENERS += [f"variant-{name}" for name in VARIANTS]
-FULL = LISTENERS == ALL_LISTENERS
+FULL = [n for n in LISTENERS if n not in OPTIONAL_LISTENERS] == ALL_LISTENERS
+NATIVE_MODULE = "native-module" in LISTENERS
 SIDE_MEASURES = os.environ.get("BENCH_SIDE", "1") != "0"
 
 
@@ -924,7 +928,7 @@ def main() -> int:
     log(f"envoy:   {version}")
     log(f"load:    wrk, 1 thread, {CONNECTIONS} connections, {SECONDS:g} s per run, "
         f"{ROUNDS} round(s), listeners alternating; warm-up {WARMUP:g} s each")
-    log("setup:   ONE measured Envoy (--concurrency 1, seven listeners on loopback, each "
+    log(f"setup:   ONE measured Envoy (--concurrency 1, {len(LISTENERS)} listeners on loopback, each "
         "behind the same jwt_authn);\n"
         "         upstream v1/v2 = a SEPARATE Envoy process (direct_response, "
         "--concurrency 1), whose CPU is not counted")
@@ -976,7 +980,8 @@ def main() -> int:
 
     log("\nside measures: RSS at --concurrency 2 after 2 s of load; startup to /ready")
     rss = {n: rss_with(n, envoy_bin, up, wrk, script, filter_wasm, empty_wasm)
-           for n in ["native", "wasm-empty", "canary-router", "canary-router-large"]
+           for n in ["native", "wasm-empty", "canary-router", "canary-router-large",
+                     *(["native-module"] if NATIVE_MODULE else [])]
            if SIDE_MEASURES}
     load = {n: startup_cost(n, envoy_bin, up, filter_wasm, empty_wasm)
             for n in ["native", "canary-router", "canary-router-large"]
@@ -1068,6 +1073,28 @@ def main() -> int:
         ("RSS growth with the filter < 10 MiB (concurrency 2)", rss_growth < 10,
          f"{rss['canary-router']:.1f} - {rss['native']:.1f} = {rss_growth:.1f} MiB"),
     ]
+    if NATIVE_MODULE:
+        # The dynamic module's targets: CPU per request against what a Proxy-Wasm
+        # filter costs doing nothing and against Lua, its memory, its paced p99.
+        nm_added, nm_rss = added["native-module"], rss["native-module"] - rss["native"]
+        targets += [
+            (f"native-module added CPU <= 1.0 x wasm-empty's ({basis})",
+             nm_added <= empty_added,
+             f"{nm_added:.2f} µs vs {empty_added:.2f} µs ({nm_added / empty_added:.2f} x)"),
+            (f"native-module added CPU <= 0.6 x lua's ({basis})",
+             nm_added <= 0.6 * added["lua"],
+             f"{nm_added:.2f} µs vs 0.6 x {added['lua']:.2f} = {0.6 * added['lua']:.2f} µs "
+             f"({nm_added / added['lua']:.2f} x)"),
+            ("native-module RSS growth <= 2 MiB (concurrency 2)", nm_rss <= 2,
+             f"{rss['native-module']:.1f} - {rss['native']:.1f} = {nm_rss:+.1f} MiB"),
+            *([("native-module p99 within 10 % of native, paced load",
+                rows["native-module"]["paced"]["p99_ms"]
+                <= 1.10 * rows["native"]["paced"]["p99_ms"],
+                f"{rows['native-module']['paced']['p99_ms']:.3f} vs "
+                f"{rows['native']['paced']['p99_ms']:.3f} ms "
+                f"({rows['native-module']['paced']['p99_ms'] / rows['native']['paced']['p99_ms'] - 1:+.1%})")]
+              if PACED_SECONDS > 0 else []),
+        ]
 
     log(f"\nEnvoy CPU per request (median of {ROUNDS} round(s); {mach['cpu']}, "
         f"{mach['cores']} cores, kernel {mach['kernel']}); added and ratios from the "
@@ -1103,7 +1130,8 @@ def main() -> int:
         f"the filter as `make wasm` built it (wasm-empty: {empty_wasm.stat().st_size} bytes)")
     log(f"Envoy RSS, --concurrency 2, after load: native {rss['native']:.1f} MiB; "
         + ", ".join(f"{n} {rss[n]:.1f} MiB ({rss[n] - rss['native']:+.1f})"
-                    for n in ["wasm-empty", "canary-router", "canary-router-large"]))
+                    for n in ["wasm-empty", "canary-router", "canary-router-large",
+                              *(["native-module"] if NATIVE_MODULE else [])]))
     log("config load, Envoy spawn to /ready with one listener (median of 3), "
         "Envoy CPU time / wall time:\n  "
         + ", ".join(f"{n} {load[n]['cpu_s']:.2f} / {load[n]['wall_s']:.2f} s"
@@ -1116,6 +1144,20 @@ def main() -> int:
         + ("  <- WARNING: the machine was busy; numbers are noisy, re-run on a quiet machine"
            if other > 0.25 else ""))
 
+    if NATIVE_MODULE:
+        side = ["native-module", "canary-router", "wasm-empty", "lua", "native"]
+        log("\nside by side, the filter as a dynamic module and as Wasm (added over native; "
+            "RSS growth at concurrency 2; p99 at the paced load):")
+        log(f"{'listener':<22} {'added µs':>9} {'÷ empty':>8} {'÷ lua':>6} {'RSS MiB':>8} "
+            f"{'paced p99 ms':>12} {'÷ native':>9}")
+        for n in side:
+            pc = rows[n]["paced"]
+            log(f"{n:<22} {fmt(None if n == 'native' else added[n], '+.1f'):>9} "
+                f"{fmt(rows[n]['added_vs_wasm_empty'], '.2f'):>8} "
+                f"{fmt(None if n == 'native' else added[n] / added['lua'], '.2f'):>6} "
+                f"{fmt(rss[n] - rss['native'] if n in rss else None, '+.1f'):>8} "
+                f"{fmt(pc and pc['p99_ms'], '.3f'):>12} "
+                f"{fmt(pc and pc['p99_ms'] / rows['native']['paced']['p99_ms'], '.2f'):>9}")
     log("\ntargets:")
     for label, ok, detail in targets:
         log(f"  {'PASS' if ok else 'FAIL'}  {label}: {detail}")
@@ -1128,7 +1170,7 @@ def main() -> int:
                      "paced_seconds": PACED_SECONDS, "pace_ms": PACE_MS,
                      "warmup_seconds": WARMUP, "wrk_threads": 1, "user_ids": USER_IDS,
                      "tokens": TOKENS,
-                     "measured": "one Envoy, --concurrency 1, seven listeners behind the same jwt_authn",
+                     "measured": f"one Envoy, --concurrency 1, {len(LISTENERS)} listeners behind the same jwt_authn",
                      "upstream": "a separate Envoy process (direct_response, --concurrency 1); its CPU is not counted",
                      "cpu_per_request": "delta of the measured Envoy's utime+stime (/proc/<pid>/stat) / delta of http.<stat_prefix>.downstream_rq_total",
                      "normalized": "cpu_per_request x (median over all runs of the upstream Envoy's CPU per request / this run's)",
