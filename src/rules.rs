@@ -123,8 +123,13 @@ pub fn in_share(bucket: u16, percent_bp: u16) -> bool {
 impl Rule {
     /// Does the request satisfy this rule's condition? `Err` when a value could
     /// not be read.
+    #[inline]
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
-        self.condition.matches(request)
+        // Most rules are one test: read it without the composition's recursion.
+        match &self.condition {
+            Condition::Test(test) => test.matches(request),
+            composed => composed.matches(request),
+        }
     }
 }
 
@@ -197,6 +202,7 @@ impl Condition {
 
 impl Test {
     /// Does the request satisfy this test? `Err` when the value could not be read.
+    #[inline]
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
         Ok(match &self.input {
             Input::Source(Source::Header(slot)) => {
