@@ -201,7 +201,9 @@ fn source_in_range(plan: &Plan, source: Source) {
 fn condition_in_range(plan: &Plan, condition: &Condition) {
     match condition {
         Condition::Test(test) => match &test.input {
-            RuleInput::Source(source) => source_in_range(plan, *source),
+            RuleInput::Header(i) => source_in_range(plan, Source::Header(*i)),
+            RuleInput::Cookie(i) => source_in_range(plan, Source::Cookie(*i)),
+            RuleInput::Claim(i) => source_in_range(plan, Source::Claim(*i)),
             RuleInput::Path(i) | RuleInput::Method(i) | RuleInput::Host(i) => {
                 assert!(*i < plan.slots.header_count(), "header slot {i}")
             }
@@ -1326,7 +1328,7 @@ fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<
             .map(|(_, v)| v.clone())
     };
     Ok(match &test.input {
-        RuleInput::Source(Source::Header(slot)) => {
+        RuleInput::Header(slot) => {
             request.header(*slot)?;
             let name = input.plan.slots.header_name(*slot);
             let mut values = input
@@ -1340,8 +1342,8 @@ fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<
                 Some(_) => values.any(|v| on_value(Some(v))),
             }
         }
-        RuleInput::Source(Source::Cookie(slot)) => on_value(request.cookie(*slot)?),
-        RuleInput::Source(Source::Claim(slot)) => {
+        RuleInput::Cookie(slot) => on_value(request.cookie(*slot)?),
+        RuleInput::Claim(slot) => {
             let claim = request.claim(*slot)?.map(|c| c.to_claim());
             if claim.is_none() && !request.has_claims()? {
                 return Ok(false);

@@ -151,6 +151,7 @@ struct Sticky {
 
 /// The first present sticky key's bucket, else the pin cookie's, else a new
 /// pin's (pins on) or a random bucket.
+#[inline]
 fn sticky(
     plan: &Plan,
     split: &Split,
@@ -277,6 +278,7 @@ fn pinned(
 }
 
 /// The first present, non-empty sticky key: its index and bucket.
+#[inline(always)]
 fn first_key(
     plan: &Plan,
     split: &Split,

@@ -37,7 +37,10 @@ pub enum Source {
 /// pseudo-header).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    Source(Source),
+    /// A header (each value on its own), a cookie or a claim, as [`Source`].
+    Header(usize),
+    Cookie(usize),
+    Claim(usize),
     /// `:path` up to the query string, raw, as Envoy's route `path`/`prefix` see it.
     Path(usize),
     /// `:method`.
@@ -193,7 +196,7 @@ impl Condition {
     /// Whether any test reads a JWT claim.
     pub fn reads_claims(&self) -> bool {
         match self {
-            Condition::Test(test) => matches!(test.input, Input::Source(Source::Claim(_))),
+            Condition::Test(test) => matches!(test.input, Input::Claim(_)),
             Condition::All(cs) | Condition::Any(cs) => cs.iter().any(Condition::reads_claims),
             Condition::Not(c) => c.reads_claims(),
         }
@@ -202,10 +205,10 @@ impl Condition {
 
 impl Test {
     /// Does the request satisfy this test? `Err` when the value could not be read.
-    #[inline]
+    #[inline(always)]
     pub fn matches(&self, request: &impl RequestView) -> Result<bool, LookupError> {
         Ok(match &self.input {
-            Input::Source(Source::Header(slot)) => {
+            Input::Header(slot) => {
                 // Each value on its own (Envoy's `match_headers_individually`):
                 // a repeated header matches when any of its values does.
                 let mut values = request.header_values(*slot)?;
@@ -214,8 +217,8 @@ impl Test {
                     Some(first) => self.on_present(first) || values.any(|v| self.on_present(v)),
                 }
             }
-            Input::Source(Source::Cookie(slot)) => self.on_value(request.cookie(*slot)?),
-            Input::Source(Source::Claim(slot)) => {
+            Input::Cookie(slot) => self.on_value(request.cookie(*slot)?),
+            Input::Claim(slot) => {
                 let claim = request.claim(*slot)?;
                 // Without a token there are no claims to judge: `present: false`
                 // means "a token without this claim", never "no token".
@@ -224,6 +227,18 @@ impl Test {
                 }
                 self.on_claim(claim.as_ref())
             }
+            attribute => self.matches_attribute(attribute, request)?,
+        })
+    }
+
+    /// The request attributes (path, method, host, query): apart, so that the
+    /// common header, cookie and claim tests stay small enough to inline.
+    fn matches_attribute(
+        &self,
+        input: &Input,
+        request: &impl RequestView,
+    ) -> Result<bool, LookupError> {
+        Ok(match input {
             Input::Path(slot) => {
                 let path = request.header(*slot)?;
                 self.on_value(path.map(crate::formats::url::path_only))
@@ -239,6 +254,7 @@ impl Test {
                 // Undecodable: matches nothing, not even `present: false`.
                 QueryValue::Undecodable => false,
             },
+            Input::Header(_) | Input::Cookie(_) | Input::Claim(_) => false,
         })
     }
 
@@ -247,13 +263,13 @@ impl Test {
             return None;
         }
         match &self.input {
-            Input::Source(Source::Header(slot))
+            Input::Header(slot)
             | Input::Path(slot)
             | Input::Method(slot)
             | Input::Host(slot) => Some(SlotKey::Header(*slot)),
             Input::Query { slot, .. } => Some(SlotKey::Query(*slot)),
-            Input::Source(Source::Cookie(slot)) => Some(SlotKey::Cookie(*slot)),
-            Input::Source(Source::Claim(_)) => None,
+            Input::Cookie(slot) => Some(SlotKey::Cookie(*slot)),
+            Input::Claim(_) => None,
         }
     }
 

@@ -8,7 +8,7 @@ use super::reader::Object;
 use super::ConfigError;
 
 type Result<T> = std::result::Result<T, ConfigError>;
-use crate::rules::{Condition, Input, Source, Test, MAX_DEPTH, MAX_TESTS};
+use crate::rules::{Condition, Input, Test, MAX_DEPTH, MAX_TESTS};
 use crate::slots::Slots;
 
 /// What a condition can be: one source, or a composition.
@@ -108,15 +108,15 @@ fn compile_test(kind: &str, object: &Object, slots: &mut Slots) -> Result<Test> 
         let name = operand.required_string("name")?;
         let name_path = operand.path("name");
         match kind {
-            "header" => Input::Source(Source::Header(
-                slots.intern_header(&super::compile::header_name(name, &name_path)?),
-            )),
-            "cookie" => Input::Source(Source::Cookie(
-                slots.intern_cookie(&super::compile::cookie_name(name, &name_path)?),
-            )),
-            "jwt_claim" => Input::Source(Source::Claim(
-                slots.intern_claim(super::compile::claim_path(name, &name_path)?),
-            )),
+            "header" => {
+                Input::Header(slots.intern_header(&super::compile::header_name(name, &name_path)?))
+            }
+            "cookie" => {
+                Input::Cookie(slots.intern_cookie(&super::compile::cookie_name(name, &name_path)?))
+            }
+            "jwt_claim" => {
+                Input::Claim(slots.intern_claim(super::compile::claim_path(name, &name_path)?))
+            }
             _ => {
                 if name.is_empty() {
                     return Err(ConfigError::new(name_path, "empty query parameter name"));

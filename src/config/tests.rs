@@ -1,6 +1,6 @@
 use super::*;
 use crate::request::JwtSource;
-use crate::rules::{Condition, Input, Operator, Source};
+use crate::rules::{Condition, Input, Operator};
 
 pub(crate) const CONTRACT: &str = r#"{
   "subsets": [ {"name": "v1", "weight": 90}, {"name": "v2", "weight": 10} ],
@@ -91,12 +91,10 @@ fn names_are_normalised_and_compiled() {
         Condition::Test(test) => test.clone(),
         other => panic!("rule {i}: {other:?}"),
     };
-    assert!(
-        matches!(test(0).input, Input::Source(Source::Header(h)) if r.slots.header_name(h) == "x-tenant")
-    );
+    assert!(matches!(test(0).input, Input::Header(h) if r.slots.header_name(h) == "x-tenant"));
     assert!(matches!(&test(0).operator, Operator::In(set) if set.len() == 2));
     assert!(
-        matches!(test(1).input, Input::Source(Source::Claim(p)) if r.slots.claim_path(p) == ["realm_access", "roles"])
+        matches!(test(1).input, Input::Claim(p) if r.slots.claim_path(p) == ["realm_access", "roles"])
     );
 }
 
