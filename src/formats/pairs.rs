@@ -22,8 +22,6 @@ pub struct Pairs<'a> {
     data: &'a [u8],
     /// The count the buffer declares (0 when it cannot hold that many).
     count: usize,
-    /// Entries read so far.
-    read: usize,
     damaged: bool,
 }
 
@@ -47,7 +45,6 @@ impl<'a> Pairs<'a> {
             sizes: sizes.chunks_exact(8),
             data,
             count,
-            read: 0,
             damaged,
         }
     }
@@ -60,16 +57,17 @@ impl<'a> Pairs<'a> {
     /// Every declared entry was read, well-formed, and the last one ends the
     /// buffer: it was exactly one map.
     pub fn is_complete(&self) -> bool {
-        !self.damaged && self.read == self.count && self.data.is_empty()
+        !self.damaged && self.sizes.len() == 0 && self.data.is_empty()
     }
 
-    fn next_pair(&mut self) -> Option<(&'a [u8], &'a [u8])> {
-        let (key_len, value_len) = self.sizes.next()?.split_first_chunk::<4>()?;
+    /// The entry whose sizes are `sizes`; `None` when it runs past the buffer
+    /// or is not NUL-terminated.
+    fn entry(&mut self, sizes: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let (key_len, value_len) = sizes.split_first_chunk::<4>()?;
         let value_len = le_u32(value_len.first_chunk::<4>()?);
         let (key, rest) = nul_terminated(self.data, le_u32(key_len))?;
         let (value, rest) = nul_terminated(rest, value_len)?;
         self.data = rest;
-        self.read += 1;
         Some((key, value))
     }
 }
@@ -91,11 +89,10 @@ impl<'a> Iterator for Pairs<'a> {
         if self.damaged {
             return None;
         }
-        let pair = self.next_pair();
-        if pair.is_none() && self.read < self.count {
-            // Damaged: stop for good.
-            self.damaged = true;
-        }
+        let sizes = self.sizes.next()?;
+        let pair = self.entry(sizes);
+        // An entry that does not read is damage: stop for good.
+        self.damaged = pair.is_none();
         pair
     }
 }
