@@ -151,7 +151,7 @@ struct Sticky {
 
 /// The first present sticky key's bucket, else the pin cookie's, else a new
 /// pin's (pins on) or a random bucket.
-#[inline]
+#[inline(always)]
 fn sticky(
     plan: &Plan,
     split: &Split,

@@ -62,6 +62,7 @@ impl<'a> Pairs<'a> {
 
     /// The entry whose sizes are `sizes`; `None` when it runs past the buffer
     /// or is not NUL-terminated.
+    #[inline(always)]
     fn entry(&mut self, sizes: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
         let (key_len, value_len) = sizes.split_first_chunk::<4>()?;
         let value_len = le_u32(value_len.first_chunk::<4>()?);
