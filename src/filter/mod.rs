@@ -48,9 +48,12 @@ pub enum MetricKind {
 /// handle (the Wasm one holds nothing), so a request may borrow it for claims
 /// while the filter writes headers through it.
 pub trait Host {
-    /// The request headers in Envoy's serialized pairs format
-    /// ([`crate::formats::pairs::Pairs`]).
-    fn request_header_pairs(&self) -> HostResult<Vec<u8>>;
+    /// How this host lists the request headers.
+    type RequestHeaders: RequestHeaders;
+    /// The request headers, read in place where the host allows it. Valid until
+    /// the filter writes a request header: [`FilterStream`] drops them, and
+    /// everything borrowed from them, before its first write.
+    fn request_headers(&self) -> HostResult<Self::RequestHeaders>;
     /// jwt_authn's verified payload under its metadata `key`; `None` without one.
     fn verified_payload(&self, key: &str) -> HostResult<Option<Vec<u8>>>;
     /// Replace every value of a request header with `value`.
@@ -81,6 +84,22 @@ pub trait Host {
     fn set_tick_period_ms(&self, ms: u32) -> HostResult<()>;
     /// This instance's memory in bytes (a gauge for soak tests), if it can tell.
     fn memory_bytes(&self) -> Option<u64>;
+}
+
+/// A host's list of request headers.
+pub trait RequestHeaders {
+    /// Each `(name, value)` in Envoy's order: lowercase names, raw values.
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+}
+
+/// Headers in Envoy's serialized pairs format ([`crate::formats::pairs`]), as
+/// Proxy-Wasm hands them over in one copy.
+pub struct SerializedHeaders(pub Vec<u8>);
+
+impl RequestHeaders for SerializedHeaders {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        crate::formats::pairs::Pairs::new(&self.0)
+    }
 }
 
 /// The host's clock in Unix milliseconds (0 if the host cannot tell).

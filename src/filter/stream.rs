@@ -8,11 +8,10 @@ use log::warn;
 
 use super::metric_ids::increment;
 use super::root::Active;
-use super::{ns_to_ms, Host};
+use super::{ns_to_ms, Host, RequestHeaders};
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide_with, Conditions, Decision, Entropy};
-use crate::formats::pairs::Pairs;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
 use crate::request::{ClaimSource, Lookup, LookupError, Request};
@@ -86,32 +85,44 @@ impl FilterStream {
             return;
         };
         let plan = &active.plan;
-        // The request borrows the host's buffer: it lives until the decision is made.
-        let headers = host.request_header_pairs();
-        let request = Request::from_pairs(
-            &plan.slots,
-            &plan.jwt,
-            HostClaims(host),
-            headers.as_deref().map(Pairs::new).map_err(|_| LookupError),
-        );
-        let brake_holds = || {
-            active
-                .brake
-                .as_ref()
-                .is_some_and(|state| state.is_tripped(host))
+        // The request borrows the host's headers, which a native host reads in
+        // place from Envoy's header map: both are gone before the first write.
+        let (decision, goals) = {
+            let headers = host.request_headers();
+            let request = Request::from_pairs(
+                &plan.slots,
+                &plan.jwt,
+                HostClaims(host),
+                headers
+                    .as_ref()
+                    .map(RequestHeaders::pairs)
+                    .map_err(|_| LookupError),
+            );
+            let brake_holds = || {
+                active
+                    .brake
+                    .as_ref()
+                    .is_some_and(|state| state.is_tripped(host))
+            };
+            let decision = decide_with(
+                plan,
+                Conditions {
+                    split: &active.split.borrow(),
+                    brake_holds,
+                },
+                &request,
+                &mut HostEntropy {
+                    rng: &self.rng,
+                    host,
+                },
+            );
+            let goals = if plan.mode == Mode::Enforce && !plan.goals.is_empty() {
+                crate::goals::matched(&plan.goals, &request)
+            } else {
+                0
+            };
+            (decision, goals)
         };
-        let decision = decide_with(
-            plan,
-            Conditions {
-                split: &active.split.borrow(),
-                brake_holds,
-            },
-            &request,
-            &mut HostEntropy {
-                rng: &self.rng,
-                host,
-            },
-        );
 
         match plan.mode {
             Mode::Enforce => {
@@ -126,9 +137,7 @@ impl FilterStream {
                     host,
                     active.metrics.request(decision.subset, decision.reason),
                 );
-                if !plan.goals.is_empty() {
-                    self.goals = crate::goals::matched(&plan.goals, &request);
-                }
+                self.goals = goals;
                 self.started_ns = host.now_ns().ok();
             }
             Mode::Shadow => {

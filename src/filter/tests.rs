@@ -68,10 +68,12 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
-    fn request_header_pairs(&self) -> HostResult<Vec<u8>> {
-        self.enter("request_header_pairs")?;
+    type RequestHeaders = SerializedHeaders;
+
+    fn request_headers(&self) -> HostResult<SerializedHeaders> {
+        self.enter("request_headers")?;
         let headers = self.request_headers.borrow();
-        Ok(serialize(&headers))
+        Ok(SerializedHeaders(serialize(&headers)))
     }
 
     fn verified_payload(&self, _key: &str) -> HostResult<Option<Vec<u8>>> {
@@ -289,7 +291,7 @@ fn every_host_call_may_fail_with_every_status_and_nothing_panics() {
         "get_shared_data",
         "set_shared_data",
         "set_tick_period_ms",
-        "request_header_pairs",
+        "request_headers",
         "set_request_header",
         "increment_metric",
         "record_metric",

@@ -7,7 +7,7 @@
 //! plain u32, so a value no SDK knows is an error too, never an invalid enum.
 #![allow(unsafe_code)]
 
-use crate::filter::{Host, HostError, HostResult, MetricKind};
+use crate::filter::{Host, HostError, HostResult, MetricKind, SerializedHeaders};
 
 // Map and buffer types of the ABI.
 const REQUEST_HEADERS: u32 = 0;
@@ -132,11 +132,13 @@ pub(crate) fn log(level: u32, message: &str) {
 pub(crate) struct WasmHost;
 
 impl Host for WasmHost {
-    fn request_header_pairs(&self) -> HostResult<Vec<u8>> {
+    type RequestHeaders = SerializedHeaders;
+
+    fn request_headers(&self) -> HostResult<SerializedHeaders> {
         // SAFETY (all calls below): out pointers point at live locals of the
         // right types; in pointers and lengths describe live slices.
         buffer(|d, s| unsafe { proxy_get_header_map_pairs(REQUEST_HEADERS, d, s) })
-            .map(Option::unwrap_or_default)
+            .map(|pairs| SerializedHeaders(pairs.unwrap_or_default()))
     }
 
     fn verified_payload(&self, key: &str) -> HostResult<Option<Vec<u8>>> {
