@@ -15,7 +15,9 @@ pub(crate) struct MetricIds {
     /// `[goal][subset]`
     goals: Vec<Vec<u32>>,
     durations: Vec<u32>,
-    wasm_memory: u32,
+    /// Only where the host can tell its memory (a Wasm VM's own): a gauge
+    /// that would always read 0 is not defined at all.
+    wasm_memory: Option<u32>,
     weight_bp: Vec<u32>,
 }
 
@@ -67,7 +69,10 @@ impl MetricIds {
             requests: counter_rows(host, &names.requests)?,
             shadow_requests: counter_rows(host, &names.shadow_requests)?,
             rule_matches: define_all(host, MetricKind::Counter, &names.rule_matches)?,
-            wasm_memory: define(host, MetricKind::Gauge, &names.wasm_memory)?,
+            wasm_memory: match host.memory_bytes() {
+                Some(_) => Some(define(host, MetricKind::Gauge, &names.wasm_memory)?),
+                None => None,
+            },
             // Always: dashboards show the split in force with or without a ramp.
             weight_bp: define_all(host, MetricKind::Gauge, &names.weight_bp)?,
             durations: define_all(host, MetricKind::Histogram, &names.durations)?,
@@ -96,8 +101,8 @@ impl MetricIds {
 
     /// Report this instance's memory.
     pub fn record_memory(&self, host: &impl Host) {
-        if let Some(bytes) = host.memory_bytes() {
-            let _ = host.record_metric(self.wasm_memory, bytes);
+        if let (Some(id), Some(bytes)) = (self.wasm_memory, host.memory_bytes()) {
+            let _ = host.record_metric(id, bytes);
         }
     }
 

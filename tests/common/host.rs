@@ -140,34 +140,19 @@ fn reads_claims(v: &serde_json::Value) -> bool {
     }
 }
 
-/// Envoy 1.40 strips the Wasm filter's stat namespace from the series names
-/// at /stats/prometheus (`canary_requests{...}`) but keeps the dynamic
-/// module's (`envoy_dynamicmodulescustom_canary_requests{...}`).
-const NATIVE_SERIES_PREFIX: &str = "envoy_dynamicmodulescustom_";
-
-/// A /stats/prometheus text with the dynamic module's series named as the
-/// Wasm filter's, as the Prometheus of [`prometheus_relabel`] stores them.
-pub fn prometheus_text(text: String) -> String {
-    if !is_native() {
-        return text;
+/// What the dynamic module's Envoy adds to the bootstrap, as
+/// envoy/envoy-native.yaml does: the runtime flag under which Envoy drops the
+/// module's metrics namespace at /stats/prometheus, so the series are named as
+/// the Wasm filter's (`canary_requests{...}`, not
+/// `envoy_dynamicmodulescustom_canary_requests{...}`).
+pub fn bootstrap_extra() -> &'static str {
+    match host() {
+        Host::Wasm => "",
+        Host::Native => {
+            "\nlayered_runtime:\n  layers:\n  - name: canary-router\n    static_layer:\n      \
+             envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true\n"
+        }
     }
-    text.replace(NATIVE_SERIES_PREFIX, "")
-}
-
-/// Extra lines for a Prometheus scrape job of Envoy: none for the Wasm
-/// filter; for the dynamic module, a relabeling that drops the prefix Envoy
-/// keeps on its series, so that queries name the same series for both.
-pub fn prometheus_relabel() -> String {
-    if !is_native() {
-        return String::new();
-    }
-    format!(
-        "  metric_relabel_configs:\n  \
-         - source_labels: [__name__]\n    \
-         regex: '{NATIVE_SERIES_PREFIX}(.*)'\n    \
-         target_label: __name__\n    \
-         replacement: '$1'\n"
-    )
 }
 
 /// How Envoy 1.40 says it refused the filter's configuration (after the

@@ -436,6 +436,7 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         };
         y = format!("{}{entry}{}", &y[..s], &y[e..]);
     }
+    y.push_str(host::bootstrap_extra());
     y
 }
 
@@ -800,12 +801,11 @@ impl Envoy {
             .copied()
     }
 
-    /// The text at /stats/prometheus (the dynamic module's series named as the
-    /// Wasm filter's: [`host::prometheus_text`]).
+    /// The text at /stats/prometheus.
     pub fn prometheus(&self) -> String {
         let r = self.admin_get("/stats/prometheus");
         assert_eq!(r.status, 200);
-        host::prometheus_text(r.body_str())
+        r.body_str()
     }
 
     /// Everything Envoy wrote so far (stdout and stderr) since the last start.

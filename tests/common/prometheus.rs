@@ -57,9 +57,8 @@ impl Prometheus {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n  \
-             static_configs:\n  - targets: [{}]\n{}",
+             static_configs:\n  - targets: [{}]\n",
             list.join(", "),
-            super::host::prometheus_relabel()
         );
         let config_path = dir.join("prometheus.yml");
         fs::write(&config_path, config).unwrap();

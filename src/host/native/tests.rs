@@ -394,6 +394,12 @@ fn requests_are_decided_like_the_core_and_counted() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(rule, 1, "{metrics:?}");
+    // The module shares Envoy's heap: no memory gauge that would always read 0.
+    assert!(
+        !metrics.iter().any(|(n, _)| n.contains("memory")),
+        "{metrics:?}"
+    );
+    assert!(metrics.iter().any(|(n, _)| n.ends_with("weight_bp")));
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }
 
