@@ -195,6 +195,13 @@ fn source_in_range(plan: &Plan, source: Source) {
             assert!(s.claim_path(i).iter().all(|seg| !seg.is_empty()));
             assert!(!s.claim_path(i).is_empty());
         }
+        Source::Baggage(i) => {
+            assert!(i < s.baggage_count(), "baggage slot {i}");
+            let header = s
+                .baggage_header()
+                .expect("a baggage member read from `baggage`");
+            assert!(header < s.header_count(), "header slot {header}");
+        }
     }
 }
 
@@ -207,6 +214,7 @@ fn condition_in_range(plan: &Plan, condition: &Condition) {
             RuleInput::Path(i) | RuleInput::Method(i) | RuleInput::Host(i) => {
                 assert!(*i < plan.slots.header_count(), "header slot {i}")
             }
+            RuleInput::Baggage(i) => source_in_range(plan, Source::Baggage(*i)),
             RuleInput::Query { path, slot } => {
                 assert!(*path < plan.slots.header_count(), "header slot {path}");
                 assert!(*slot < plan.slots.query_count(), "query slot {slot}");
@@ -267,6 +275,7 @@ pub fn check_router(r: &Plan) {
             Source::Header(_) => "header:",
             Source::Cookie(_) => "cookie:",
             Source::Claim(_) => "jwt_claim:",
+            Source::Baggage(_) => "baggage:",
         };
         assert!(key.label.starts_with(kind), "label {:?}", key.label);
     }
@@ -1153,6 +1162,26 @@ const ZERO_WEIGHT: &str = r#"{
   ]
 }"#;
 
+/// Cohorts in baggage: a bucket read from it as a key, baggage rules, members
+/// trusted (inside the mesh).
+const BAGGAGE: &str = r#"{
+  "subsets": [{"name": "v1", "weight": 95}, {"name": "v2", "weight": 5}],
+  "sticky": {"keys": [{"baggage": "canary-bucket"}, {"header": "x-user-id"}], "seed": "mesh"},
+  "rules": [
+    {"name": "forced", "subset": "v2", "match": {"baggage": {"name": "canary-force", "exact": "v2"}}},
+    {"name": "tenant", "subset": "v1", "match": {"baggage": {"name": "tenant", "in": ["acme", "a b"]}}}
+  ],
+  "cohort": {"trust_incoming": true}
+}"#;
+
+/// The same at the edge: the filter's own members are read as absent.
+const BAGGAGE_EDGE: &str = r#"{
+  "subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+  "sticky": {"keys": [{"baggage": "canary-bucket"}, {"header": "x-user-id"}], "seed": "mesh"},
+  "rules": [{"name": "forced", "subset": "v2", "match": {"baggage": {"name": "canary-force", "present": true}}}],
+  "cohort": {}
+}"#;
+
 /// The `decide` configurations, by the input's first byte: the shipped demo
 /// config first.
 pub const DECIDE_CONFIGS: &[&str] = &[
@@ -1161,6 +1190,8 @@ pub const DECIDE_CONFIGS: &[&str] = &[
     PINS,
     SHADOW,
     ZERO_WEIGHT,
+    BAGGAGE,
+    BAGGAGE_EDGE,
 ];
 
 /// Header names a one-byte name stands for, so short inputs reach the slots.
@@ -1177,6 +1208,7 @@ const KNOWN_HEADERS: &[&str] = &[
     "x-route",
     "x-anon",
     "x-canary-subset",
+    "baggage",
 ];
 
 fn routers() -> &'static [Plan] {
@@ -1253,17 +1285,60 @@ fn request<'r>(plan: &'r Plan, input: &'r Input) -> Request<'r, JsonClaims> {
     )
 }
 
-/// A sticky key's value, if present and non-empty.
-fn key_value(request: &impl RequestView, source: Source) -> Option<Vec<u8>> {
-    match source {
+/// A sticky key's bucket, if its value is present (and non-empty): the hash
+/// of a header, cookie or claim; a baggage member's value as a number below
+/// 10,000, written in 1 to 4 decimal digits.
+fn key_bucket(plan: &Plan, request: &impl RequestView, source: Source) -> Option<u16> {
+    let value = match source {
         Source::Header(slot) => request.header(slot).unwrap().map(<[u8]>::to_vec),
         Source::Cookie(slot) => request.cookie(slot).unwrap().map(<[u8]>::to_vec),
         Source::Claim(slot) => match request.claim(slot).unwrap().map(|c| c.to_claim()) {
             Some(Claim::Scalar(s)) => Some(s.into_bytes()),
             _ => None,
         },
+        Source::Baggage(slot) => {
+            let text = request.baggage(slot).unwrap()?;
+            let text = std::str::from_utf8(&text).ok()?;
+            let digits = (1..=4).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+            return text.parse::<u16>().ok().filter(|n| digits && *n < BUCKETS);
+        }
+    };
+    value.filter(|v| !v.is_empty()).map(|v| plan.split.bucket(&v))
+}
+
+/// An independent model of a baggage member as a rule reads it: the first
+/// member of that name over all `baggage` headers (joined with `,`), its value
+/// up to a `;`, whitespace trimmed, percent-decoded; absent when the filter
+/// writes that member and does not trust it.
+fn model_baggage(plan: &Plan, input: &Input, name: &[u8]) -> Option<Vec<u8>> {
+    if let Some(c) = plan.cohort.as_ref().filter(|c| !c.trust_incoming) {
+        if name == c.bucket.as_bytes() || name == c.force.as_bytes() {
+            return None;
+        }
     }
-    .filter(|v| !v.is_empty())
+    let lists: Vec<&[u8]> = input
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "baggage")
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let joined = lists.join(&b","[..]);
+    let ws = |s: &[u8]| -> Vec<u8> {
+        let t: &[u8] = s.trim_ascii();
+        t.to_vec()
+    };
+    for member in joined.split(|&b| b == b',') {
+        let Some(eq) = member.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if ws(&member[..eq]) != name {
+            continue;
+        }
+        let value = &member[eq + 1..];
+        let value = &value[..value.iter().position(|&b| b == b';').unwrap_or(value.len())];
+        return canary_router::formats::url::percent_decode(&ws(value)).map(|v| v.into_owned());
+    }
+    None
 }
 
 fn model_compare(op: &Operator, value: &[u8]) -> bool {
@@ -1387,6 +1462,11 @@ fn model_test(test: &Test, request: &impl RequestView, input: &Input) -> Result<
                 }
             });
             on_value(host.as_deref())
+        }
+        RuleInput::Baggage(slot) => {
+            request.baggage(*slot)?;
+            let name = input.plan.slots.baggage_member(*slot);
+            on_value(model_baggage(input.plan, input, name).as_deref())
         }
         RuleInput::Query { path, slot } => {
             request.header(*path)?;
@@ -1617,12 +1697,12 @@ fn check_unruled(plan: &Plan, req: &impl RequestView, decision: &Decision) {
         .sticky_keys
         .iter()
         .enumerate()
-        .find_map(|(i, k)| key_value(req, k.source).map(|v| (i, v)));
+        .find_map(|(i, k)| key_bucket(plan, req, k.source).map(|b| (i, b)));
     let bucket = decision.bucket.expect("a bucket without a rule");
     match (decision.reason, key) {
-        (Reason::Hash, Some((index, value))) => {
+        (Reason::Hash, Some((index, key_bucket))) => {
             assert_eq!(decision.key, Some(index));
-            assert_eq!(bucket, plan.split.bucket(&value));
+            assert_eq!(bucket, key_bucket);
             assert!(decision.new_pin.is_none());
         }
         (Reason::Pin, None) => {

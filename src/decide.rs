@@ -293,6 +293,13 @@ fn first_key(
                 claim = request.claim(slot)?;
                 claim.as_ref().and_then(|c| c.as_key())
             }
+            Source::Baggage(slot) => {
+                // The bucket an upstream hop wrote: the same cohort, not rehashed.
+                if let Some(bucket) = request.baggage(slot)?.as_deref().and_then(parse_bucket) {
+                    return Ok(Some((index, bucket)));
+                }
+                continue;
+            }
         };
         let bucket = value.filter(|v| !v.is_empty()).map(|v| split.bucket(v));
         if let Some(bucket) = bucket {
@@ -300,6 +307,15 @@ fn first_key(
         }
     }
     Ok(None)
+}
+
+/// A bucket as this filter writes it into baggage: `0`..`9999`, in decimal.
+fn parse_bucket(text: &[u8]) -> Option<u16> {
+    if text.is_empty() || text.len() > 4 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = text.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    (value < crate::bucket::BUCKETS).then_some(value)
 }
 
 #[cfg(test)]

@@ -862,3 +862,98 @@ fn a_percent_takes_a_sticky_growing_share_of_its_segment() {
         .header("x-user-id", "user-1");
     assert_eq!(decide(&r, &other, &mut NoRandom).subset, 0);
 }
+
+fn two_services(canary_percent: f64, cohort: &str) -> Plan {
+    let json = format!(
+        r#"{{"subsets": [{{"name": "v1", "weight": {}}}, {{"name": "v2", "weight": {canary_percent}}}],
+            "sticky": {{"keys": [{{"baggage": "canary-bucket"}}, {{"header": "x-user-id"}}], "seed": "mesh"}},
+            "rules": [{{"name": "forced", "subset": "v2",
+                        "match": {{"baggage": {{"name": "canary-force", "exact": "v2"}}}}}}],
+            "cohort": {cohort}}}"#,
+        100.0 - canary_percent
+    );
+    load(json.as_bytes()).unwrap().plan
+}
+
+#[test]
+fn smaller_canaries_nest_inside_larger_ones_under_one_seed() {
+    // Two services, the same seed and key: every user on the 5 % canary of one
+    // is on the 10 % canary of the other (the canary owns the top buckets).
+    let (api, payments) = (two_services(10.0, "{}"), two_services(5.0, "{}"));
+    let (mut on_api, mut on_payments) = (0, 0);
+    for i in 0..4000 {
+        let user = format!("user-{i}");
+        let req = Fake::new().header("x-user-id", &user);
+        let a = decide(&api, &req, &mut NoRandom);
+        let p = decide(&payments, &req, &mut NoRandom);
+        assert_eq!(a.bucket, p.bucket, "one bucket per user on every proxy");
+        on_api += usize::from(a.subset == 1);
+        on_payments += usize::from(p.subset == 1);
+        if p.subset == 1 {
+            assert_eq!(a.subset, 1, "{user} is on the 5 % canary only");
+        }
+    }
+    assert!((300..500).contains(&on_api), "{on_api}");
+    assert!((120..280).contains(&on_payments), "{on_payments}");
+}
+
+#[test]
+fn a_bucket_from_baggage_is_used_as_is_when_trusted() {
+    let trusted = two_services(10.0, r#"{"trust_incoming": true}"#);
+    let edge = two_services(10.0, "{}");
+    let with = |baggage: &str| {
+        Fake::new()
+            .header("baggage", baggage)
+            .header("x-user-id", "u")
+    };
+    let own_bucket = decide(
+        &trusted,
+        &Fake::new().header("x-user-id", "u"),
+        &mut NoRandom,
+    )
+    .bucket
+    .unwrap();
+    // Trusted: the bucket as written upstream, not rehashed; key index 0.
+    for (baggage, bucket) in [
+        ("canary-bucket=9950", 9950),
+        ("a=1, canary-bucket = 0012 ;p", 12),
+        ("canary-bucket=%39%39%39%39", 9999),
+    ] {
+        let d = decide(&trusted, &with(baggage), &mut NoRandom);
+        assert_eq!(
+            (d.bucket, d.key, d.reason),
+            (Some(bucket), Some(0), Reason::Hash),
+            "{baggage}"
+        );
+    }
+    assert_eq!(
+        decide(&trusted, &with("canary-bucket=9950"), &mut NoRandom).subset,
+        1
+    );
+    // Malformed or out of range: the next key decides.
+    for baggage in [
+        "canary-bucket=10000",
+        "canary-bucket=-1",
+        "canary-bucket=",
+        "canary-bucket",
+        "canary-bucket=12a",
+        "canary-bucket=%zz",
+        ",,,",
+    ] {
+        let d = decide(&trusted, &with(baggage), &mut NoRandom);
+        assert_eq!((d.bucket, d.key), (Some(own_bucket), Some(1)), "{baggage}");
+    }
+    // At the edge the client's members are read as absent.
+    let d = decide(
+        &edge,
+        &with("canary-bucket=9950, canary-force=v2"),
+        &mut NoRandom,
+    );
+    assert_eq!(
+        (d.bucket, d.key, d.reason),
+        (Some(own_bucket), Some(1), Reason::Hash)
+    );
+    // Trusted, a forced subset matches its rule.
+    let d = decide(&trusted, &with("canary-force=v2"), &mut NoRandom);
+    assert_eq!((d.subset, d.reason), (1, Reason::Rule));
+}

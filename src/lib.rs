@@ -24,6 +24,7 @@ macro_rules! internal {
 }
 
 pub mod bucket;
+pub mod cohort;
 pub mod config;
 pub mod decide;
 pub mod filter;

@@ -18,6 +18,7 @@
 //! | `canary.subset=.=v2;.;brake_trips`                          | `canary_brake_trips{subset}`                     |
 //! | `canary.subset=.=v2;.;brake_tripped` (gauge)                | `canary_brake_tripped{subset}`                   |
 //! | `canary.wasm_memory_bytes` (gauge)                          | `canary_wasm_memory_bytes`                       |
+//! | `canary.cohort_overflows`                                   | `canary_cohort_overflows`                        |
 
 use crate::labels::{Reason, ResponseClass};
 
@@ -50,6 +51,9 @@ pub struct MetricNames {
     pub wasm_memory: String,
     /// Gauges `[subset]`: the weight in force, in basis points (a ramp moves it).
     pub weight_bp: Vec<String>,
+    /// Requests whose cohort was not written into baggage: it would have broken
+    /// a W3C limit (8,192 bytes, 180 members).
+    pub cohort_overflows: String,
     /// The stats prefix itself.
     pub prefix: String,
 }
@@ -119,6 +123,7 @@ impl MetricNames {
         MetricNames {
             prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
+            cohort_overflows: format!("{prefix}.cohort_overflows"),
             weight_bp,
             durations,
             requests: requests(&format!("{prefix}.")),

@@ -40,6 +40,18 @@ pub struct Plan {
     pub brake: Option<Brake>,
     /// Outcomes counted per subset (`goals`).
     pub goals: Vec<Goal>,
+    /// The cohort written into W3C baggage for the next hops (`cohort`).
+    pub cohort: Option<Cohort>,
+}
+
+/// The baggage members this filter writes: the bucket, and a subset a rule
+/// forced. At the edge, members of these names that arrive are removed and
+/// read as absent; inside the mesh they are trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cohort {
+    pub bucket: String,
+    pub force: String,
+    pub trust_incoming: bool,
 }
 
 /// `enforce` routes; `shadow` only decides and counts.

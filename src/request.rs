@@ -36,6 +36,11 @@ pub trait RequestView {
     fn query(&self, slot: usize) -> Result<QueryValue<'_>, LookupError>;
     /// A JWT claim, from the configured claim source, borrowed from its payload.
     fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>>;
+    /// A W3C baggage member (its first occurrence), percent-decoded; `None`
+    /// when absent, malformed or read as absent (`cohort.incoming: strip`).
+    fn baggage(&self, _slot: usize) -> Lookup<std::borrow::Cow<'_, [u8]>> {
+        Ok(None)
+    }
     /// Whether the request carries claims at all (a verified or decodable token),
     /// so that "this claim is absent" can be told from "there is no token".
     fn has_claims(&self) -> Result<bool, LookupError>;
@@ -360,6 +365,18 @@ impl<C: ClaimSource> RequestView for Request<'_, C> {
             Some(QueryState::Value(value)) => QueryValue::Value(value),
             Some(QueryState::Undecodable) => QueryValue::Undecodable,
         })
+    }
+
+    fn baggage(&self, slot: usize) -> Lookup<std::borrow::Cow<'_, [u8]>> {
+        let (Some(header), Some(name)) =
+            (self.slots.baggage_header(), self.slots.baggage_name(slot))
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .header(header)?
+            .and_then(|list| crate::formats::baggage::member(list, name))
+            .and_then(url::percent_decode))
     }
 
     fn claim(&self, slot: usize) -> Lookup<ClaimRef<'_>> {

@@ -30,6 +30,9 @@ pub enum Source {
     Cookie(usize),
     /// A JWT claim; a dotted name is a path into nested objects.
     Claim(usize),
+    /// A W3C baggage member (a baggage slot). As a sticky key, its value is
+    /// the bucket itself (`0`..`9999`, written by this filter upstream).
+    Baggage(usize),
 }
 
 /// What one test of a condition reads: a source, or a request attribute read
@@ -54,6 +57,9 @@ pub enum Input {
         path: usize,
         slot: usize,
     },
+    /// A W3C baggage member (a baggage slot), percent-decoded; a member that
+    /// does not parse or decode is absent.
+    Baggage(usize),
 }
 
 /// How a test compares. Byte-wise: header values need not be UTF-8.
@@ -254,6 +260,7 @@ impl Test {
                 // Undecodable: matches nothing, not even `present: false`.
                 QueryValue::Undecodable => false,
             },
+            Input::Baggage(slot) => self.on_value(request.baggage(*slot)?.as_deref()),
             Input::Header(_) | Input::Cookie(_) | Input::Claim(_) => false,
         })
     }
@@ -269,7 +276,7 @@ impl Test {
             | Input::Host(slot) => Some(SlotKey::Header(*slot)),
             Input::Query { slot, .. } => Some(SlotKey::Query(*slot)),
             Input::Cookie(slot) => Some(SlotKey::Cookie(*slot)),
-            Input::Claim(_) => None,
+            Input::Claim(_) | Input::Baggage(_) => None,
         }
     }
 

@@ -41,6 +41,46 @@ pub fn moves(from: &Plan, to: &Plan, keys: u64) -> BTreeMap<(String, String), u6
     flows
 }
 
+/// Whether `plan`'s first sticky key is a baggage member: it takes the bucket
+/// an upstream hop wrote (`cohort`).
+pub fn reads_bucket_from_baggage(plan: &Plan) -> bool {
+    matches!(
+        plan.sticky_keys.first().map(|k| &k.source),
+        Some(crate::rules::Source::Baggage(_))
+    )
+}
+
+/// The same keys through two services, by subset pair (every pair, staying
+/// or not). `carried`: the second service takes the first's bucket (a
+/// baggage sticky key), else it hashes each key under its own seed.
+pub fn joint(
+    first: &Plan,
+    second: &Plan,
+    keys: u64,
+    carried: bool,
+) -> BTreeMap<(String, String), u64> {
+    let mut pairs = BTreeMap::new();
+    for i in 0..keys {
+        let k = key(i);
+        let bucket = first.split.bucket(k.as_bytes());
+        let other = if carried {
+            bucket
+        } else {
+            second.split.bucket(k.as_bytes())
+        };
+        let (Some(a), Some(b)) = (first.split.subset_of(bucket), second.split.subset_of(other))
+        else {
+            continue;
+        };
+        let pair = (
+            first.subset_name(a).to_owned(),
+            second.subset_name(b).to_owned(),
+        );
+        *pairs.entry(pair).or_insert(0) += 1;
+    }
+    pairs
+}
+
 fn subset_of(plan: &Plan, key: &str) -> Option<usize> {
     plan.split.subset_of(plan.split.bucket(key.as_bytes()))
 }

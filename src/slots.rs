@@ -109,6 +109,12 @@ pub struct Slots {
     queries: Vec<Box<[u8]>>,
     query_index: FastMap<Box<[u8]>, usize>,
     path: Option<usize>,
+    /// Baggage member names, and the `baggage` header's slot they are read from.
+    baggage: Vec<Box<[u8]>>,
+    baggage_header: Option<usize>,
+    /// Members this filter writes that a client must not choose (`cohort`
+    /// with `incoming: strip`): read as absent.
+    baggage_ignored: Vec<Box<[u8]>>,
 }
 
 impl Slots {
@@ -166,6 +172,41 @@ impl Slots {
 
     pub fn query_count(&self) -> usize {
         self.queries.len()
+    }
+
+    /// The slot of a baggage member name; `baggage` becomes a header slot.
+    pub fn intern_baggage(&mut self, name: &[u8]) -> usize {
+        self.baggage_header = Some(self.intern_header("baggage"));
+        if let Some(slot) = self.baggage.iter().position(|b| **b == *name) {
+            return slot;
+        }
+        self.baggage.push(name.into());
+        self.baggage.len() - 1
+    }
+
+    /// A baggage member's name as configured, read as absent or not.
+    pub fn baggage_member(&self, slot: usize) -> &[u8] {
+        self.baggage.get(slot).map_or(&[], |b| &**b)
+    }
+
+    pub fn baggage_count(&self) -> usize {
+        self.baggage.len()
+    }
+
+    /// The `baggage` header's slot, when a member is read.
+    pub fn baggage_header(&self) -> Option<usize> {
+        self.baggage_header
+    }
+
+    /// A baggage member's name, unless it is one to read as absent.
+    pub fn baggage_name(&self, slot: usize) -> Option<&[u8]> {
+        let name = self.baggage.get(slot)?;
+        (!self.baggage_ignored.contains(name)).then_some(&**name)
+    }
+
+    /// Read the member `name` as absent from now on.
+    pub fn ignore_baggage(&mut self, name: &[u8]) {
+        self.baggage_ignored.push(name.into());
     }
 
     /// `:path`'s header slot, when a query parameter is read.

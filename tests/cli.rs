@@ -673,3 +673,123 @@ fn explain_shows_the_goals_a_request_counts_toward() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// Two services' configurations for the cohort questions: api (10 % canary,
+/// hashes the user id, writes the cohort) and payments (5 %, reads the bucket
+/// from baggage, trusts it).
+fn two_services(payments_seed: &str) -> (PathBuf, PathBuf) {
+    let api = write_config(
+        "cohort-api.json",
+        &json!({"subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+                "sticky": {"keys": [{"header": "x-user-id"}], "seed": "mesh"},
+                "rules": [{"name": "qa", "subset": "v2",
+                           "match": {"header": {"name": "x-canary", "exact": "always"}}}],
+                "cohort": {}}),
+    );
+    let payments = write_config(
+        &format!("cohort-payments-{payments_seed}.json"),
+        &json!({"subsets": [{"name": "v1", "weight": 95}, {"name": "v2", "weight": 5}],
+                "sticky": {"keys": [{"header": "x-user-id"}], "seed": payments_seed},
+                "rules": [{"name": "forced", "subset": "v2",
+                           "match": {"baggage": {"name": "canary-force", "exact": "v2"}}}],
+                "cohort": {"trust_incoming": true}}),
+    );
+    (api, payments)
+}
+
+#[test]
+fn simulate_answers_how_many_users_are_on_both_canaries() {
+    if common::wasm_only("the CLI, checked in the Wasm run") {
+        return;
+    }
+    let joint = |payments: &PathBuf, extra: &[&str]| -> Value {
+        let (api, _) = two_services("mesh");
+        let mut args = vec![
+            "simulate",
+            api.to_str().unwrap(),
+            "--with",
+            payments.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--keys", "20000", "--json"]);
+        let o = cli(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // One seed: the 5 % canary lies inside the 10 % one, hashed or carried.
+    let (_, same_seed) = two_services("mesh");
+    for extra in [&[][..], &["--baggage"][..]] {
+        let v = joint(&same_seed, extra);
+        let (both, second) = (
+            v["on_both"].as_u64().unwrap(),
+            v["on_second_canary"].as_u64().unwrap(),
+        );
+        assert_eq!(both, second, "{v}");
+        assert!((800..1200).contains(&both), "{v}");
+        assert_eq!(v["nested"], json!(true));
+    }
+    // Another seed, hashed by each: mostly different users.
+    let (_, other_seed) = two_services("other");
+    let v = joint(&other_seed, &[]);
+    assert!(v["on_both"].as_u64().unwrap() < 300, "{v}");
+    assert_eq!(v["nested"], json!(false));
+    // Another seed, but the bucket carried in baggage: the first's cohort.
+    let v = joint(&other_seed, &["--baggage"]);
+    assert_eq!(v["nested"], json!(true), "{v}");
+    assert_eq!(v["bucket"], json!("carried in baggage"));
+    let o = cli(&["simulate", "envoy/canary.json", "--baggage"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--baggage needs --with"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn explain_shows_the_baggage_the_next_hop_gets() {
+    if common::wasm_only("the CLI, checked in the Wasm run") {
+        return;
+    }
+    let (api, payments) = two_services("mesh");
+    // At the edge: the client's cohort members are dropped, the user's written.
+    let o = cli(&[
+        "explain",
+        api.to_str().unwrap(),
+        "-H",
+        "x-user-id: alice",
+        "--baggage",
+        "a=1, canary-bucket=9999,canary-force=v2",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bucket = v["bucket"].as_u64().unwrap();
+    assert_eq!(v["baggage"], json!(format!("a=1,canary-bucket={bucket}")));
+    // Forced at the edge: the forced subset travels.
+    let o = cli(&[
+        "explain",
+        api.to_str().unwrap(),
+        "-H",
+        "x-canary: always",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["baggage"], json!("canary-force=v2"));
+    // Inside the mesh: the forced subset decides, and is passed on.
+    let o = cli(&[
+        "explain",
+        payments.to_str().unwrap(),
+        "--baggage",
+        "canary-force=v2",
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("subset:   v2\nreason:   rule\nrule:     forced"),
+        "{text}"
+    );
+    assert!(
+        text.contains("baggage:  canary-force=v2 (to the next hop)"),
+        "{text}"
+    );
+}

@@ -12,7 +12,7 @@ use crate::hash::FastMap;
 use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
-use crate::plan::{Mode, Plan, StickyKey};
+use crate::plan::{Cohort, Mode, Plan, StickyKey};
 use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::rules::{Operator, Rule, RuleSet, Source};
@@ -25,7 +25,10 @@ pub const DEFAULT_METADATA_KEY: &str = "payload";
 /// jwt_authn's `forward_payload_header` as the shipped envoy.yaml names it.
 pub const DEFAULT_PAYLOAD_HEADER: &str = "x-jwt-payload";
 const NAME_PATTERN: &str = "[a-z0-9][a-z0-9_-]{0,62}";
-const KEY_SOURCES: &[&str] = &["jwt_claim", "cookie", "header"];
+const KEY_SOURCES: &[&str] = &["jwt_claim", "cookie", "header", "baggage"];
+const COHORT_FIELDS: &[&str] = &["bucket", "force", "trust_incoming"];
+pub const DEFAULT_COHORT_BUCKET: &str = "canary-bucket";
+pub const DEFAULT_COHORT_FORCE: &str = "canary-force";
 pub(super) const OPERATORS: &[&str] = &["exact", "prefix", "present", "in", "contains", "regex"];
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -43,6 +46,7 @@ const TOP_FIELDS: &[&str] = &[
     "ramp",
     "brake",
     "goals",
+    "cohort",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -186,6 +190,10 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .transpose()?;
 
     let goals = compile_goals(&top, &mut slots)?;
+    let cohort = top
+        .object("cohort", COHORT_FIELDS)?
+        .map(|c| compile_cohort(&c, &mut slots))
+        .transpose()?;
     let mut rule_name_list = Vec::with_capacity(rules.len());
     for rule in &rules {
         rule_name_list.push(rule.name.clone());
@@ -212,6 +220,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         ramp,
         brake,
         goals,
+        cohort,
     };
     Ok(Loaded { plan, warnings })
 }
@@ -472,6 +481,9 @@ fn sticky_key(key: &Value, path: &str, slots: &mut Slots) -> Result<StickyKey> {
     let source = match kind {
         "jwt_claim" => Source::Claim(slots.intern_claim(claim_path(name, &name_path)?)),
         "cookie" => Source::Cookie(slots.intern_cookie(&cookie_name(name, &name_path)?)),
+        "baggage" => {
+            Source::Baggage(slots.intern_baggage(header_name(name, &name_path)?.as_bytes()))
+        }
         _ => Source::Header(slots.intern_header(&header_name(name, &name_path)?)),
     };
     Ok(StickyKey {
@@ -648,6 +660,36 @@ fn pin_cookie(pin: &Object, slots: &mut Slots) -> Result<PinCookie> {
     Ok(PinCookie::new(
         name, slot, max_age, path, secure, http_only, same_site,
     ))
+}
+
+/// The `cohort` block: which baggage members carry the bucket and a forced
+/// subset, and whether members of those names that arrive are trusted.
+#[inline(never)]
+fn compile_cohort(cohort: &Object, slots: &mut Slots) -> Result<Cohort> {
+    // Baggage keys are HTTP tokens, as header names are.
+    let name = |field: &str, default: &str| match cohort.string(field)? {
+        Some(given) => header_name(given, &cohort.path(field)),
+        None => Ok(default.to_owned()),
+    };
+    let bucket = name("bucket", DEFAULT_COHORT_BUCKET)?;
+    let force = name("force", DEFAULT_COHORT_FORCE)?;
+    if bucket == force {
+        return Err(ConfigError::new(
+            cohort.path("force"),
+            "must differ from `bucket`",
+        ));
+    }
+    let trust_incoming = cohort.boolean("trust_incoming")?.unwrap_or(false);
+    if !trust_incoming {
+        slots.ignore_baggage(bucket.as_bytes());
+        slots.ignore_baggage(force.as_bytes());
+    }
+    slots.intern_baggage(bucket.as_bytes());
+    Ok(Cohort {
+        bucket,
+        force,
+        trust_incoming,
+    })
 }
 
 pub(super) fn cookie_name(name: &str, path: &str) -> Result<String> {

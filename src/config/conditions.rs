@@ -20,6 +20,7 @@ pub const CONDITION_KINDS: &[&str] = &[
     "method",
     "host",
     "query",
+    "baggage",
     "all",
     "any",
     "not",
@@ -98,7 +99,10 @@ fn compile(
 }
 
 fn compile_test(kind: &str, object: &Object, slots: &mut Slots) -> Result<Test> {
-    let named = matches!(kind, "header" | "cookie" | "jwt_claim" | "query");
+    let named = matches!(
+        kind,
+        "header" | "cookie" | "jwt_claim" | "query" | "baggage"
+    );
     let mut fields = super::compile::OPERATORS.to_vec();
     if named {
         fields.push("name");
@@ -117,6 +121,9 @@ fn compile_test(kind: &str, object: &Object, slots: &mut Slots) -> Result<Test> 
             "jwt_claim" => {
                 Input::Claim(slots.intern_claim(super::compile::claim_path(name, &name_path)?))
             }
+            "baggage" => Input::Baggage(
+                slots.intern_baggage(super::compile::header_name(name, &name_path)?.as_bytes()),
+            ),
             _ => {
                 if name.is_empty() {
                     return Err(ConfigError::new(name_path, "empty query parameter name"));

@@ -159,9 +159,9 @@ fn one_line_errors_name_the_field() {
         (r#"{"subsets":[{"name":"v1","weight":100}],"jwt":{"source":"unverified_bearer","metadata_key":"p"}}"#,
             "config: jwt.metadata_key: only applies to source \"verified\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"cookie":"a","header":"b"}]}}"#,
-            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header; got 2 (cookie, header)"),
+            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header, baggage; got 2 (cookie, header)"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{}]}}"#,
-            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header; got none"),
+            "config: sticky.keys[0]: want exactly one of jwt_claim, cookie, header, baggage; got none"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"jwt_claim":"a..b"}]}}"#,
             "config: sticky.keys[0].jwt_claim: \"a..b\" is not a claim name or dotted path"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"seeds":"x"}}"#,
@@ -175,9 +175,9 @@ fn one_line_errors_name_the_field() {
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exat":"b"}}}]}"#,
             "config: rules[0].match.header.exat: unknown field `exat`"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{}}]}"#,
-            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, all, any, not; got none"),
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, baggage, all, any, not; got none"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","exact":"b"},"cookie":{"name":"a","exact":"b"}}}]}"#,
-            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, all, any, not; got 2 (header, cookie)"),
+            "config: rules[0].match: want exactly one of header, cookie, jwt_claim, path, method, host, query, baggage, all, any, not; got 2 (header, cookie)"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","regex":"(unclosed"}}}]}"#,
             "config: rules[0].match.header.regex: invalid regex \"(unclosed\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"rules":[{"name":"r","subset":"v1","match":{"header":{"name":"a","in":[]}}}]}"#,
@@ -389,7 +389,7 @@ fn bad_conditions_name_the_field() {
         ),
         (
             r#""match":{"all":[{"path":{"prefix":"/a"}},{"uri":{"prefix":"/a"}}]}"#,
-            "config: rules[0].match.all[1].uri: unknown field `uri`, expected one of `header`, `cookie`, `jwt_claim`, `path`, `method`, `host`, `query`, `all`, `any`, `not`",
+            "config: rules[0].match.all[1].uri: unknown field `uri`, expected one of `header`, `cookie`, `jwt_claim`, `path`, `method`, `host`, `query`, `baggage`, `all`, `any`, `not`",
         ),
         (
             r#""match":{"path":{"name":"x","prefix":"/a"}}"#,
@@ -446,5 +446,41 @@ fn bad_conditions_name_the_field() {
     assert_eq!(
         rule(&many(65)),
         "config: rules[0].match: 65 tests in one condition; at most 64"
+    );
+}
+
+#[test]
+fn cohort_block_names_its_members_and_trust() {
+    let base = r#"{"subsets":[{"name":"v1","weight":100}],"cohort":"#;
+    let plan =
+        |cohort: &str| crate::config::load(format!("{base}{cohort}}}").as_bytes()).map(|l| l.plan);
+    let c = plan("{}").unwrap().cohort.unwrap();
+    assert_eq!(
+        (c.bucket.as_str(), c.force.as_str(), c.trust_incoming),
+        ("canary-bucket", "canary-force", false)
+    );
+    let c = plan(r#"{"bucket":"b","force":"f","trust_incoming":true}"#)
+        .unwrap()
+        .cohort
+        .unwrap();
+    assert_eq!(
+        (c.bucket.as_str(), c.force.as_str(), c.trust_incoming),
+        ("b", "f", true)
+    );
+    assert_eq!(
+        err(&format!(r#"{base}{{"bucket":"a b"}}}}"#)),
+        "config: cohort.bucket: \"a b\" is not a valid HTTP header name"
+    );
+    assert_eq!(
+        err(&format!(r#"{base}{{"force":"canary-bucket"}}}}"#)),
+        "config: cohort.force: must differ from `bucket`"
+    );
+    assert!(err(&format!(r#"{base}{{"incoming":"strip"}}}}"#))
+        .starts_with("config: cohort.incoming: unknown field"));
+    assert!(err(&format!(r#"{base}{{"trust_incoming":"yes"}}}}"#))
+        .starts_with("config: cohort.trust_incoming:"));
+    assert_eq!(
+        err(r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"keys":[{"baggage":""}]}}"#),
+        "config: sticky.keys[0].baggage: \"\" is not a valid HTTP header name"
     );
 }

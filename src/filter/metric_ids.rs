@@ -19,6 +19,7 @@ pub(crate) struct MetricIds {
     /// that would always read 0 is not defined at all.
     wasm_memory: Option<u32>,
     weight_bp: Vec<u32>,
+    cohort_overflows: u32,
 }
 
 pub(crate) struct DefineError {
@@ -78,6 +79,7 @@ impl MetricIds {
             durations: define_all(host, MetricKind::Histogram, &names.durations)?,
             responses: counter_rows(host, &names.responses)?,
             goals: counter_rows(host, &names.goals)?,
+            cohort_overflows: define(host, MetricKind::Counter, &names.cohort_overflows)?,
         })
     }
 
@@ -111,6 +113,10 @@ impl MetricIds {
         if let Some(id) = self.durations.get(subset) {
             let _ = host.record_metric(*id, millis);
         }
+    }
+
+    pub fn cohort_overflow(&self) -> u32 {
+        self.cohort_overflows
     }
 
     pub fn rule_match(&self, rule: usize) -> Option<u32> {

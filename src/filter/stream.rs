@@ -12,6 +12,7 @@ use super::{ns_to_ms, Host, RequestHeaders};
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide_with, Conditions, Decision, Entropy};
+use crate::formats::baggage::Merged;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
 use crate::request::{ClaimSource, Lookup, LookupError, Request};
@@ -65,6 +66,21 @@ impl<H: Host> ClaimSource for HostClaims<'_, H> {
     }
 }
 
+/// Send `list` on as the `baggage` header (none when empty). Its bytes came
+/// from the request or from this filter, so they are text; anything else is
+/// left as it came.
+fn set_baggage(host: &impl Host, list: &[u8]) {
+    match std::str::from_utf8(list) {
+        Ok("") => {
+            let _ = host.remove_request_header("baggage");
+        }
+        Ok(list) => {
+            let _ = host.set_request_header("baggage", list);
+        }
+        Err(_) => {}
+    }
+}
+
 impl FilterStream {
     pub(crate) fn new(active: Option<Rc<Active>>, rng: Rc<RefCell<SplitMix64>>) -> FilterStream {
         FilterStream {
@@ -87,7 +103,7 @@ impl FilterStream {
         let plan = &active.plan;
         // The request borrows the host's headers, which a native host reads in
         // place from Envoy's header map: both are gone before the first write.
-        let (decision, goals) = {
+        let (decision, goals, baggage) = {
             let headers = host.request_headers();
             let request = Request::from_pairs(
                 &plan.slots,
@@ -121,8 +137,22 @@ impl FilterStream {
             } else {
                 0
             };
-            (decision, goals)
+            let baggage = plan
+                .cohort
+                .as_ref()
+                .and_then(|cohort| crate::cohort::outgoing(plan, cohort, &decision, &request));
+            (decision, goals, baggage)
         };
+        match baggage {
+            Some(Merged::Write(list)) => set_baggage(host, &list),
+            Some(Merged::Overflow { removed }) => {
+                increment(host, Some(active.metrics.cohort_overflow()));
+                if let Some(list) = removed {
+                    set_baggage(host, &list);
+                }
+            }
+            None => {}
+        }
 
         match plan.mode {
             Mode::Enforce => {

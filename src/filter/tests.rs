@@ -442,3 +442,54 @@ fn goals_count_the_matching_requests_that_complete_them() {
         0
     );
 }
+
+/// One request through a fresh instance of `config`; the `baggage` header the
+/// next hop gets.
+fn baggage_after(config: &str, headers: &[(&str, &str)]) -> (Vec<String>, FakeHost) {
+    let host = FakeHost::new(config);
+    let mut root = FilterRoot::new(SplitMix64::new(7));
+    root.configure(&host);
+    *host.request_headers.borrow_mut() = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    root.stream().on_request_headers(&host);
+    (host.request_header("baggage"), host)
+}
+
+#[test]
+fn the_cohort_travels_in_baggage_and_clients_cannot_choose_it() {
+    let edge = r#"{"subsets": [{"name": "v1", "weight": 90}, {"name": "v2", "weight": 10}],
+      "sticky": {"keys": [{"header": "x-user-id"}], "seed": "mesh"},
+      "rules": [{"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}}],
+      "cohort": {}}"#;
+    let plan = crate::config::load(edge.as_bytes()).unwrap().plan;
+    let bucket = plan.split.bucket(b"alice");
+    // Other members stay byte for byte; the client's own cohort members go.
+    let (baggage, _) = baggage_after(
+        edge,
+        &[
+            ("x-user-id", "alice"),
+            ("baggage", "a=1;p, canary-bucket=9999,canary-force=v2 , b=2"),
+        ],
+    );
+    assert_eq!(baggage, [format!("a=1;p, b=2,canary-bucket={bucket}")]);
+    // A forced request carries the forced subset.
+    let (baggage, _) = baggage_after(edge, &[("x-user-id", "alice"), ("x-canary", "always")]);
+    assert_eq!(baggage, ["canary-force=v2"]);
+    // Trusted inside the mesh: the received bucket is kept, not repeated.
+    let mesh = edge.replace(r#""cohort": {}"#, r#""cohort": {"trust_incoming": true}"#);
+    let mesh = mesh.replace(
+        r#"{"header": "x-user-id"}"#,
+        r#"{"baggage": "canary-bucket"}"#,
+    );
+    let (baggage, _) = baggage_after(&mesh, &[("baggage", "canary-bucket=42,x=1")]);
+    assert_eq!(baggage, ["x=1,canary-bucket=42"]);
+    // Over a W3C limit: nothing added, counted, the request still routed.
+    let full: Vec<String> = (0..180).map(|i| format!("m{i}=1")).collect();
+    let full = full.join(",");
+    let (baggage, host) = baggage_after(edge, &[("x-user-id", "alice"), ("baggage", &full)]);
+    assert_eq!(baggage, [full]);
+    assert_eq!(host.metric("canary.cohort_overflows"), 1);
+    assert_eq!(host.request_header("x-canary-subset").len(), 1);
+}

@@ -9,12 +9,16 @@ usage:
       validate a plugin configuration; prints the filter's own error line
   canary-router explain [--config] CONFIG.json [-X METHOD] [--path '/p?q=1'] [--host HOST]
                         [-H 'name: value']... [-b 'a=1; b=2']...
-                        [--claims '{\"sub\":\"alice\"}'] [--brake-tripped] [--json]
+                        [--claims '{\"sub\":\"alice\"}'] [--baggage 'k=v,...'] [--brake-tripped] [--json]
       the decision the filter makes for that request (GET / unless told), why,
-      and the goals it would count toward
+      and the goals it would count toward, and the baggage the next hop gets
   canary-router simulate [--config] CONFIG.json [--to OTHER.json] [--keys N] [--json]
       share of N synthetic user keys per subset (default 100000), and how many
       keys move to another subset under OTHER.json
+  canary-router simulate [--config] CONFIG.json --with SERVICE.json [--baggage] [--keys N] [--json]
+      the same users through two services: how many are on the canary of both;
+      with --baggage (or a baggage sticky key in SERVICE.json) the second reads
+      the first's bucket
 CONFIG.json may be given with --config (-c) or alone; - reads standard input.
 exit codes: 0 ok, 1 invalid configuration, 2 usage error";
 
@@ -46,6 +50,10 @@ pub enum Command {
     Simulate {
         config: String,
         to: Option<String>,
+        /// Another service's configuration, for `--with`.
+        with: Option<String>,
+        /// The second service reads the first's bucket from baggage.
+        baggage: bool,
         keys: u64,
         json: bool,
     },
@@ -219,6 +227,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                     "-H" | "--header" => headers.push(header(&value(&mut args, &arg)?)?),
                     "-b" | "--cookie" => cookies.push(value(&mut args, &arg)?),
                     "--claims" => claims = Some(value(&mut args, &arg)?),
+                    "--baggage" => headers.push(("baggage".to_owned(), value(&mut args, &arg)?)),
                     "--brake-tripped" => brake_tripped = true,
                     "--json" => json = true,
                     _ if is_operand(&arg) => set_config(&mut config, arg, "explain")?,
@@ -238,6 +247,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         }
         "simulate" => {
             let (mut config, mut to, mut keys, mut json) = (None, None, 100_000u64, false);
+            let (mut with, mut baggage) = (None, false);
             while let Some(arg) = args.next() {
                 match arg.as_str() {
                     "--config" | "-c" => {
@@ -245,6 +255,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                         set_config(&mut config, path, "simulate")?;
                     }
                     "--to" => to = Some(value(&mut args, &arg)?),
+                    "--with" => with = Some(value(&mut args, &arg)?),
+                    "--baggage" => baggage = true,
                     "--keys" => {
                         let raw = value(&mut args, &arg)?;
                         keys = raw
@@ -261,9 +273,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
                 }
             }
             let config = config.ok_or_else(|| usage("simulate needs --config CONFIG.json"))?;
+            if to.is_some() && with.is_some() {
+                return Err(usage(
+                    "simulate: --to and --with answer different questions; give one",
+                ));
+            }
+            if baggage && with.is_none() {
+                return Err(usage("simulate: --baggage needs --with SERVICE.json"));
+            }
             Ok(Command::Simulate {
                 config,
                 to,
+                with,
+                baggage,
                 keys,
                 json,
             })
@@ -316,10 +338,17 @@ mod tests {
             Command::Simulate {
                 config: "a.json".into(),
                 to: None,
+                with: None,
+                baggage: false,
                 keys: 100_000,
                 json: false
             }
         );
+        assert!(matches!(
+            parse_strs(&["simulate", "a.json", "--with", "b.json", "--baggage"]).unwrap(),
+            Command::Simulate { with: Some(w), baggage: true, .. } if w == "b.json"
+        ));
+        assert!(parse_strs(&["simulate", "a.json", "--with", "b", "--to", "c"]).is_err());
         assert!(parse_strs(&["simulate", "--config", "a.json", "--keys", "x"]).is_err());
     }
 

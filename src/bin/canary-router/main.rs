@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use canary_router::config::{self, Loaded};
 use canary_router::decide::{decide_with, Conditions};
+use canary_router::formats::baggage::Merged;
 use canary_router::formats::jwt::base64url_encode;
 use canary_router::goals::{self, Goal};
 use canary_router::labels::Reason;
@@ -57,9 +58,14 @@ fn main() -> ExitCode {
         Command::Simulate {
             config,
             to,
+            with,
+            baggage,
             keys,
             json,
-        } => run_simulate(&config, to.as_deref(), keys, json),
+        } => match with {
+            Some(with) => run_joint(&config, &with, baggage, keys, json),
+            None => run_simulate(&config, to.as_deref(), keys, json),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,6 +226,14 @@ fn explain(
     };
     let routing_header = (plan.mode == Mode::Enforce).then(|| format!("{}: {subset}", plan.header));
     let description = decision.describe(&plan);
+    // The baggage the next hop gets (`cohort`): None when left as it came.
+    let baggage = plan.cohort.as_ref().and_then(|cohort| {
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        match canary_router::cohort::outgoing(&plan, cohort, &decision, &request)? {
+            Merged::Write(list) => Some(text(list)),
+            Merged::Overflow { removed } => removed.map(text),
+        }
+    });
 
     if as_json {
         let out = json!({
@@ -232,6 +246,7 @@ fn explain(
             "routing_header": routing_header,
             "set_cookie": set_cookie,
             "decision": description,
+            "baggage": baggage,
             "goals": goals
                 .iter()
                 .map(|g| json!({"name": g.name, "status": g.class.as_str()}))
@@ -270,6 +285,9 @@ fn explain(
         println!("response: set-cookie: {cookie}");
     }
     println!("decision: {description}");
+    if let Some(baggage) = &baggage {
+        println!("baggage:  {baggage} (to the next hop)");
+    }
     if !plan.goals.is_empty() {
         print_goals(&goals, subset, plan.mode);
     }
@@ -297,6 +315,74 @@ fn print_goals(goals: &[&Goal], subset: &str, mode: Mode) {
     if mode == Mode::Shadow {
         println!("          (shadow mode: goals are not counted)");
     }
+}
+
+/// `simulate --with`: the same users through two services' configurations.
+fn run_joint(
+    path: &str,
+    with: &str,
+    baggage: bool,
+    keys: u64,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let first = load(path)?.plan;
+    let second = load(with)?.plan;
+    let carried = baggage || simulate::reads_bucket_from_baggage(&second);
+    let pairs = simulate::joint(&first, &second, keys, carried);
+    let canary = |plan: &Plan| plan.subsets.last().cloned().unwrap_or_default();
+    let (a, b) = (canary(&first), canary(&second));
+    let count = |f: &dyn Fn(&str, &str) -> bool| -> u64 {
+        pairs
+            .iter()
+            .filter(|((x, y), _)| f(x, y))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let both = count(&|x, y| x == a && y == b);
+    let on_first = count(&|x, _| x == a);
+    let on_second = count(&|_, y| y == b);
+    let pct = |n: u64| n as f64 * 100.0 / keys as f64;
+    let bucket = if carried {
+        "carried in baggage"
+    } else {
+        "hashed by each"
+    };
+    if as_json {
+        let pairs: Vec<Value> = pairs
+            .iter()
+            .map(|((x, y), n)| json!({"first": x, "second": y, "keys": n}))
+            .collect();
+        let out = json!({
+            "keys": keys, "first": path, "second": with, "bucket": bucket,
+            "canary": {"first": a, "second": b},
+            "on_first_canary": on_first, "on_second_canary": on_second, "on_both": both,
+            "nested": both == on_first.min(on_second),
+            "pairs": pairs,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!(
+        "{keys} keys (user-0 .. user-{}); bucket {bucket}:",
+        keys - 1
+    );
+    println!("  on {a} of {path}: {on_first} ({:.2}%)", pct(on_first));
+    println!("  on {b} of {with}: {on_second} ({:.2}%)", pct(on_second));
+    println!("  on both canaries: {both} ({:.2}%)", pct(both));
+    let smaller = on_first.min(on_second);
+    if both == smaller {
+        println!("  nested: every user on the smaller canary is on the larger one");
+    } else {
+        println!(
+            "  not nested: {} users on the smaller canary are not on the larger one \
+             (different seeds, or the canary is not the last subset)",
+            smaller - both
+        );
+    }
+    for ((x, y), n) in &pairs {
+        println!("  {x} -> {y}: {n}");
+    }
+    Ok(())
 }
 
 fn run_simulate(path: &str, to: Option<&str>, keys: u64, as_json: bool) -> Result<(), Failure> {
