@@ -336,10 +336,16 @@ fn plugin_config_is_envoy_canary_json() {
         return;
     }
     for (file, plugin) in plugins() {
+        let mut want = canary_json();
+        if file.contains("sidecar") {
+            // Inside the mesh: the gateway's cohort is trusted and read first.
+            want["cohort"]["trust_incoming"] = json!(true);
+            let keys = want["sticky"]["keys"].as_array_mut().unwrap();
+            keys.insert(0, json!({"baggage": "canary-bucket"}));
+        }
         assert_eq!(
-            plugin["spec"]["pluginConfig"],
-            canary_json(),
-            "{file}: pluginConfig must equal envoy/canary.json"
+            plugin["spec"]["pluginConfig"], want,
+            "{file}: pluginConfig must equal envoy/canary.json (the sidecar: trusting the cohort)"
         );
     }
 }
