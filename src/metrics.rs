@@ -52,8 +52,8 @@ pub struct MetricNames {
     /// Gauges `[subset]`: the weight in force, in basis points (a ramp moves it).
     pub weight_bp: Vec<String>,
     /// Requests whose cohort was not written into baggage: it would have broken
-    /// a W3C limit (8,192 bytes, 180 members).
-    pub cohort_overflows: String,
+    /// a W3C limit (8,192 bytes, 180 members). Only with a `cohort` block.
+    pub cohort_overflows: Option<String>,
     /// The stats prefix itself.
     pub prefix: String,
 }
@@ -123,7 +123,7 @@ impl MetricNames {
         MetricNames {
             prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
-            cohort_overflows: format!("{prefix}.cohort_overflows"),
+            cohort_overflows: Some(format!("{prefix}.cohort_overflows")),
             weight_bp,
             durations,
             requests: requests(&format!("{prefix}.")),

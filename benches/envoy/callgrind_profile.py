@@ -317,7 +317,10 @@ def send(conn: http.client.HTTPConnection, first: int, count: int, tokens: list[
     """Requests first..first+count-1 of the mix; returns how many went to v2."""
     v2 = 0
     for i in range(first, first + count):
-        conn.request("GET", "/", headers=run.request_headers(i, tokens))
+        headers = run.request_headers(i, tokens)
+        if "cohort" in name:
+            headers["baggage"] = run.cohort_baggage(i)
+        conn.request("GET", "/", headers=headers)
         resp = conn.getresponse()
         resp.read()
         if resp.status != 200:

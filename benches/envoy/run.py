@@ -86,7 +86,14 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # typical config, loaded from target/native/. `make bench` builds it first (`make
 # native`), and it is measured by default whenever the library is there; run by
 # hand without it, the benchmark runs without that listener and its targets.
-OPTIONAL_LISTENERS = ["native-module"]
+OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh"]
+# canary-router-cohort-edge / -mesh: the typical config with a `cohort` block
+# (docs/configuration.md, "Cohorts"), at the edge (client cohort members removed,
+# the bucket written into baggage) and inside the mesh (the bucket read from
+# baggage as the first sticky key, and written on). Opt-in, for
+# `PROFILE_LISTENERS=canary-router,canary-router-cohort-edge,canary-router-cohort-mesh
+# make bench-profile`, whose requests to them carry a `baggage` header
+# (`cohort_baggage`).
 NATIVE_MODULE_DIR = ROOT / "target" / "native"
 os.environ.setdefault("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", str(NATIVE_MODULE_DIR))
 DEFAULT_OPTIONAL = (["native-module"] if (NATIVE_MODULE_DIR / "libcanary_router.so").is_file()
@@ -287,6 +294,12 @@ def request_headers(i: int, tokens: list[str]) -> dict[str, str]:
         cookie += "; beta=true"
     headers["cookie"] = cookie
     return headers
+
+
+def cohort_baggage(i: int) -> str:
+    """The `baggage` a request to a cohort listener carries: a member of the
+    application's, and a bucket as an upstream hop writes it."""
+    return f"tenant=acme;p=1,canary-bucket={(i * 7919) % 10000}"
 
 
 def make_wrk_script(tokens: list[str], path: Path, pace_ms: int | None = None) -> None:
@@ -536,6 +549,14 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name.startswith("variant-"):
         wasm = Path(VARIANTS[name[len("variant-"):]])
         return [wasm_filter(name, wasm, json.dumps(plugin_config(False)))], header_routes()
+    if name in ("canary-router-cohort-edge", "canary-router-cohort-mesh"):
+        config = plugin_config(False)
+        config["metrics_prefix"] = stat_prefix(name)
+        mesh = name.endswith("mesh")
+        config["cohort"] = {"trust_incoming": mesh}
+        if mesh:
+            config["sticky"]["keys"].insert(0, {"baggage": "canary-bucket"})
+        return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
     if name == "canary-router-metadata":
         return [wasm_filter(name, filter_wasm,
                             json.dumps(plugin_config(False, "verified")))], header_routes()

@@ -202,9 +202,13 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     for goal in &goals {
         goal_name_list.push(goal.name.clone());
     }
+    let mut metrics = MetricNames::new(&metrics_prefix, &subsets, &rule_name_list, &goal_name_list);
+    if cohort.is_none() {
+        metrics.cohort_overflows = None;
+    }
     let plan = Plan {
         split: Split::new(&weights_bp, &seed),
-        metrics: MetricNames::new(&metrics_prefix, &subsets, &rule_name_list, &goal_name_list),
+        metrics,
         subsets,
         weights_bp,
         default_subset,

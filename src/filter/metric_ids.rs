@@ -19,7 +19,7 @@ pub(crate) struct MetricIds {
     /// that would always read 0 is not defined at all.
     wasm_memory: Option<u32>,
     weight_bp: Vec<u32>,
-    cohort_overflows: u32,
+    cohort_overflows: Option<u32>,
 }
 
 pub(crate) struct DefineError {
@@ -79,7 +79,10 @@ impl MetricIds {
             durations: define_all(host, MetricKind::Histogram, &names.durations)?,
             responses: counter_rows(host, &names.responses)?,
             goals: counter_rows(host, &names.goals)?,
-            cohort_overflows: define(host, MetricKind::Counter, &names.cohort_overflows)?,
+            cohort_overflows: match &names.cohort_overflows {
+                Some(name) => Some(define(host, MetricKind::Counter, name)?),
+                None => None,
+            },
         })
     }
 
@@ -115,7 +118,7 @@ impl MetricIds {
         }
     }
 
-    pub fn cohort_overflow(&self) -> u32 {
+    pub fn cohort_overflow(&self) -> Option<u32> {
         self.cohort_overflows
     }
 

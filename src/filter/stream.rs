@@ -146,7 +146,7 @@ impl FilterStream {
         match baggage {
             Some(Merged::Write(list)) => set_baggage(host, &list),
             Some(Merged::Overflow { removed }) => {
-                increment(host, Some(active.metrics.cohort_overflow()));
+                increment(host, active.metrics.cohort_overflow());
                 if let Some(list) = removed {
                     set_baggage(host, &list);
                 }
