@@ -104,9 +104,9 @@ fn owned(data: *mut u8, size: usize) -> Option<Vec<u8>> {
         return None;
     }
     // SAFETY: the host allocated `size` bytes at `data` by calling this module's
-    // `proxy_on_memory_allocate` (the SDK's: a boxed slice of exactly `size`
-    // bytes, leaked) and hands us ownership; the SDK's own wrappers take such
-    // buffers back the same way.
+    // `proxy_on_memory_allocate` (`abi.rs`, as the SDK's: a boxed slice of
+    // exactly `size` bytes, leaked) and hands us ownership; the SDK's own
+    // wrappers take such buffers back the same way.
     Some(unsafe { Vec::from_raw_parts(data, size, size) })
 }
 
