@@ -1303,7 +1303,9 @@ fn key_bucket(plan: &Plan, request: &impl RequestView, source: Source) -> Option
             return text.parse::<u16>().ok().filter(|n| digits && *n < BUCKETS);
         }
     };
-    value.filter(|v| !v.is_empty()).map(|v| plan.split.bucket(&v))
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| plan.split.bucket(&v))
 }
 
 /// An independent model of a baggage member as a rule reads it: the first
