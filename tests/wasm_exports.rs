@@ -6,7 +6,7 @@
 )]
 //! The built module exports exactly the callbacks the filter implements.
 //!
-//! `make wasm` drops the SDK's other exports, because Envoy calls every
+//! `make wasm` drops any other export (std's and the linker's), because Envoy calls every
 //! callback a module exports (on_log, on_done, body callbacks: one call into the
 //! VM each per request for nothing) and skips the missing ones. The flip side:
 //! a callback the filter starts to implement is never called unless it is added
