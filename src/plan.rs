@@ -7,7 +7,8 @@ use crate::metrics::MetricNames;
 use crate::pin::PinCookie;
 use crate::ramp::Ramp;
 use crate::request::JwtSource;
-use crate::rules::{RuleSet, Source};
+use crate::request::RequestView;
+use crate::rules::{Condition, RuleSet, Source};
 use crate::slots::Slots;
 
 /// A ready-to-run configuration. Built only by `config::load`, so every index in it
@@ -32,7 +33,7 @@ pub struct Plan {
     /// Pins for keyless requests (`sticky.pin_cookie`).
     pub pin: Option<PinCookie>,
     /// Response header that explains the decision (`decision_header`).
-    pub decision_header: Option<String>,
+    pub decision_header: Option<DecisionHeader>,
     pub mode: Mode,
     /// The in-proxy ramp of one subset's weight (`ramp`).
     pub ramp: Option<Ramp>,
@@ -52,6 +53,28 @@ pub struct Cohort {
     pub bucket: String,
     pub force: String,
     pub trust_incoming: bool,
+}
+
+/// The response header that explains a decision (`decision_header`).
+#[derive(Debug, Clone)]
+pub struct DecisionHeader {
+    /// Lowercase header name.
+    pub name: String,
+    /// Only responses to requests matching this (a verified claim, say) carry
+    /// the header; the others have it removed, whoever set it upstream. `None`:
+    /// every response carries it.
+    pub only_for: Option<Condition>,
+}
+
+impl DecisionHeader {
+    /// Whether the response to `request` may carry the header. A request whose
+    /// condition cannot be read gets none.
+    pub fn reveals(&self, request: &impl RequestView) -> bool {
+        match &self.only_for {
+            None => true,
+            Some(condition) => matches!(condition.matches(request), Ok(true)),
+        }
+    }
 }
 
 /// `enforce` routes; `shadow` only decides and counts.

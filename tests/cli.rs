@@ -793,3 +793,48 @@ fn explain_shows_the_baggage_the_next_hop_gets() {
         "{text}"
     );
 }
+
+/// `explain` says whether the client would see a gated decision header.
+#[test]
+fn explain_says_who_sees_a_gated_decision_header() {
+    if common::wasm_only("the CLI, checked in the Wasm run") {
+        return;
+    }
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string("envoy/canary.json").unwrap()).unwrap();
+    config["decision_header"] = serde_json::json!({
+        "name": "x-canary-decision",
+        "match": {"jwt_claim": {"name": "groups", "contains": "qa"}}
+    });
+    let path = write_config("gated-decision-header.json", &config);
+    let path = path.to_str().unwrap();
+    let explain = |claims: &str, json: bool| {
+        let mut args = vec!["explain", "--config", path, "-H", "x-canary: always"];
+        args.extend(["--claims", claims]);
+        if json {
+            args.push("--json");
+        }
+        let o = cli(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        o
+    };
+    let text = stdout(&explain(r#"{"sub":"alice","groups":["dev"]}"#, false));
+    assert!(
+        text.contains(
+            "response: no x-canary-decision (the request does not match decision_header.match)\n"
+        ),
+        "{text}"
+    );
+    let text = stdout(&explain(r#"{"sub":"alice","groups":["qa"]}"#, false));
+    assert!(
+        text.contains("response: x-canary-decision: subset=v2; reason=rule; rule=qa (the request matches decision_header.match)\n"),
+        "{text}"
+    );
+    let v: Value =
+        serde_json::from_slice(&explain(r#"{"sub":"alice","groups":["dev"]}"#, true).stdout)
+            .unwrap();
+    assert_eq!(
+        v["decision_header"],
+        serde_json::json!({"name": "x-canary-decision", "shown": false})
+    );
+}

@@ -12,7 +12,7 @@ use crate::hash::FastMap;
 use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
-use crate::plan::{Cohort, Mode, Plan, StickyKey};
+use crate::plan::{Cohort, DecisionHeader, Mode, Plan, StickyKey};
 use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::rules::{Operator, Rule, RuleSet, Source};
@@ -102,8 +102,8 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         }
     };
     let decision_header = top
-        .string("decision_header")?
-        .map(|h| header_name(h, "decision_header"))
+        .get("decision_header")
+        .map(|value| compile_decision_header(value, &mut slots))
         .transpose()?;
     let mode = match top.string("mode")? {
         None | Some("enforce") => Mode::Enforce,
@@ -664,6 +664,32 @@ fn pin_cookie(pin: &Object, slots: &mut Slots) -> Result<PinCookie> {
     Ok(PinCookie::new(
         name, slot, max_age, path, secure, http_only, same_site,
     ))
+}
+
+/// `decision_header`: a header name (every response carries it), or
+/// `{"name": ..., "match": condition}` (only responses to matching requests).
+#[inline(never)]
+fn compile_decision_header(value: &Value, slots: &mut Slots) -> Result<DecisionHeader> {
+    const FIELD: &str = "decision_header";
+    if let Value::String(name) = value {
+        return Ok(DecisionHeader {
+            name: header_name(name, FIELD)?,
+            only_for: None,
+        });
+    }
+    if !value.is_object() {
+        return Err(ConfigError::new(
+            FIELD,
+            "want a header name or {\"name\": ..., \"match\": condition}",
+        ));
+    }
+    let object = Object::new(value, FIELD.to_owned(), &["name", "match"])?;
+    let name = header_name(object.required_string("name")?, &object.path("name"))?;
+    let only_for = object
+        .get("match")
+        .map(|m| compile_condition(m, object.path("match"), slots))
+        .transpose()?;
+    Ok(DecisionHeader { name, only_for })
 }
 
 /// The `cohort` block: which baggage members carry the bucket and a forced

@@ -207,6 +207,16 @@ fn one_line_errors_name_the_field() {
             "config: mode: unknown mode \"dry-run\", expected \"enforce\" or \"shadow\""),
         (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":"x decision"}"#,
             "config: decision_header: \"x decision\" is not a valid HTTP header name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":true}"#,
+            "config: decision_header: want a header name or {\"name\": ..., \"match\": condition}"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":{"match":{"path":{"prefix":"/"}}}}"#,
+            "config: decision_header: missing field `name`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":{"name":"x d"}}"#,
+            "config: decision_header.name: \"x d\" is not a valid HTTP header name"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":{"name":"x-d","when":{}}}"#,
+            "config: decision_header.when: unknown field `when`, expected `name` or `match`"),
+        (r#"{"subsets":[{"name":"v1","weight":100}],"decision_header":{"name":"x-d","match":{"jwt_claim":{"name":"groups"}}}}"#,
+            "config: decision_header.match.jwt_claim"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{}}}"#,
             "config: sticky.pin_cookie: missing field `name`"),
         (r#"{"subsets":[{"name":"v1","weight":100}],"sticky":{"pin_cookie":{"name":"p","maxage":1}}}"#,
@@ -318,7 +328,9 @@ fn issue_3_fields_compile_with_defaults() {
     )
     .unwrap()
     .plan;
-    assert_eq!(r.decision_header.as_deref(), Some("x-canary-decision"));
+    let header = r.decision_header.unwrap();
+    assert_eq!(header.name, "x-canary-decision");
+    assert!(header.only_for.is_none());
     assert_eq!(r.mode, crate::plan::Mode::Shadow);
     let pin = r.pin.unwrap();
     let id = crate::pin::PinId::from_random([1; 16]);
@@ -333,8 +345,8 @@ fn issue_3_fields_compile_with_defaults() {
         .unwrap()
         .plan;
     assert_eq!(
-        (plain.pin, plain.decision_header, plain.mode),
-        (None, None, crate::plan::Mode::Enforce)
+        (plain.pin, plain.decision_header.is_none(), plain.mode),
+        (None, true, crate::plan::Mode::Enforce)
     );
 }
 

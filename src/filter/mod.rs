@@ -63,6 +63,7 @@ pub trait Host {
     fn response_status(&self) -> HostResult<Option<Vec<u8>>>;
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()>;
     fn set_response_header(&self, name: &str, value: &str) -> HostResult<()>;
+    fn remove_response_header(&self, name: &str) -> HostResult<()>;
 
     /// Wall-clock time, Unix nanoseconds.
     fn now_ns(&self) -> HostResult<u64>;

@@ -29,6 +29,8 @@ pub struct FilterStream {
     /// The goals this request matched (bit `i`: goal `i`), counted when the
     /// response completes them.
     goals: u64,
+    /// The response may carry the decision header (`decision_header.match`).
+    reveal: bool,
 }
 
 /// Keyless draws from the instance's generator; pin ids from the host's
@@ -89,6 +91,7 @@ impl FilterStream {
             decision: None,
             started_ns: None,
             goals: 0,
+            reveal: false,
         }
     }
 
@@ -103,7 +106,7 @@ impl FilterStream {
         let plan = &active.plan;
         // The request borrows the host's headers, which a native host reads in
         // place from Envoy's header map: both are gone before the first write.
-        let (decision, goals, baggage) = {
+        let (decision, goals, baggage, reveal) = {
             let headers = host.request_headers();
             let request = Request::from_pairs(
                 &plan.slots,
@@ -141,8 +144,13 @@ impl FilterStream {
                 .cohort
                 .as_ref()
                 .and_then(|cohort| crate::cohort::outgoing(plan, cohort, &decision, &request));
-            (decision, goals, baggage)
+            let reveal = plan
+                .decision_header
+                .as_ref()
+                .is_some_and(|header| header.reveals(&request));
+            (decision, goals, baggage, reveal)
         };
+        self.reveal = reveal;
         match baggage {
             Some(Merged::Write(list)) => set_baggage(host, &list),
             Some(Merged::Overflow { removed }) => {
@@ -182,12 +190,13 @@ impl FilterStream {
             }
         }
         // Envoy picked the route before this filter ran and must pick it again.
-        // The SDK exports ABI 0.2.1, under which Envoy clears the route cache on
-        // every request-header write or removal above, so no `clear_route_cache`
-        // foreign call is made: it cost ~10 us per request (make bench, variant
-        // A/B). If the SDK ever exports a newer ABI, the routing tests (a client
-        // header overridden by the filter must change the route) fail, and the
-        // call has to come back.
+        // The Wasm module exports ABI 0.2.1, under which Envoy clears the route
+        // cache on every request-header write or removal above, so no
+        // `clear_route_cache` foreign call is made: it cost ~10 us per request
+        // (make bench, variant A/B). If the module ever exports a newer ABI, the
+        // routing tests (a client header overridden by the filter must change
+        // the route) fail, and the call has to come back. The native host clears
+        // it explicitly on each write.
 
         if let Some(rule) = decision.rule {
             increment(host, active.metrics.rule_match(rule));
@@ -239,7 +248,12 @@ impl FilterStream {
             }
         }
         if let Some(header) = &plan.decision_header {
-            let _ = host.set_response_header(header, &decision.describe(plan));
+            if self.reveal {
+                let _ = host.set_response_header(&header.name, &decision.describe(plan));
+            } else {
+                // Not for this client: nor a copy an upstream hop wrote.
+                let _ = host.remove_response_header(&header.name);
+            }
         }
     }
 }

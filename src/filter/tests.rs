@@ -120,6 +120,14 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn remove_response_header(&self, name: &str) -> HostResult<()> {
+        self.enter("remove_response_header")?;
+        self.response_headers
+            .borrow_mut()
+            .retain(|(k, _)| k != name);
+        Ok(())
+    }
+
     fn now_ns(&self) -> HostResult<u64> {
         self.enter("now_ns")?;
         let t = self.clock_ns.get() + 1_000_000;
@@ -204,12 +212,14 @@ impl Host for FakeHost {
 }
 
 /// Every feature that makes host calls: rules, sticky keys, a pin cookie, the
-/// decision header, a ramp and a brake.
+/// decision header (shown to the keyed request, removed from the keyless one's
+/// response), a ramp and a brake.
 const CONFIG: &str = r#"{
   "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
   "sticky": {"keys": [{"jwt_claim": "sub"}, {"header": "x-user-id"}], "seed": "s",
              "pin_cookie": {"name": "canary_pin"}},
-  "decision_header": "x-canary-decision",
+  "decision_header": {"name": "x-canary-decision",
+                      "match": {"header": {"name": "x-user-id", "present": true}}},
   "rules": [{"name": "qa", "subset": "v2", "match": {"header": {"name": "x-canary", "exact": "always"}}}],
   "ramp": {"subset": "v2", "start": "2020-01-01T00:00:00Z",
            "steps": [{"weight": 10, "hold": "1h"}, {"weight": 100}]},
@@ -273,6 +283,56 @@ fn with_a_healthy_host_the_scenario_routes_counts_and_trips() {
         .any(|(k, v)| k == "set-cookie" && v.starts_with("canary_pin=")));
 }
 
+/// `decision_header.match`: the header on the responses to matching requests
+/// only; the others lose even a copy an upstream hop wrote.
+#[test]
+fn a_gated_decision_header_reaches_only_matching_requests() {
+    let config = r#"{
+      "subsets": [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}],
+      "sticky": {"keys": [{"header": "x-user-id"}], "seed": "s"},
+      "decision_header": {"name": "x-canary-decision",
+                          "match": {"header": {"name": "x-debug", "exact": "yes"}}}
+    }"#;
+    let host = FakeHost::new(config);
+    *host.response_status.borrow_mut() = Some("200".into());
+    let mut root = FilterRoot::new(SplitMix64::new(7));
+    root.configure(&host);
+    for (debug, want_header) in [(None, false), (Some("no"), false), (Some("yes"), true)] {
+        let mut headers = vec![
+            (":path".to_string(), "/".to_string()),
+            ("x-user-id".to_string(), "u1".to_string()),
+        ];
+        if let Some(value) = debug {
+            headers.push(("x-debug".into(), value.into()));
+        }
+        *host.request_headers.borrow_mut() = headers;
+        // What a sidecar further down wrote on the way back.
+        *host.response_headers.borrow_mut() = vec![(
+            "x-canary-decision".into(),
+            "subset=v2; reason=rule; rule=qa".into(),
+        )];
+        let mut stream = root.stream();
+        stream.on_request_headers(&host);
+        stream.on_response_headers(&host);
+        let seen: Vec<String> = host
+            .response_headers
+            .borrow()
+            .iter()
+            .filter(|(k, _)| k == "x-canary-decision")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if want_header {
+            assert_eq!(seen.len(), 1, "x-debug {debug:?}: {seen:?}");
+            assert!(
+                seen[0].contains("reason=hash; key=header:x-user-id"),
+                "{seen:?}"
+            );
+        } else {
+            assert!(seen.is_empty(), "x-debug {debug:?}: {seen:?}");
+        }
+    }
+}
+
 #[test]
 fn every_host_call_may_fail_with_every_status_and_nothing_panics() {
     // How many calls the scenario makes when nothing fails.
@@ -300,6 +360,7 @@ fn every_host_call_may_fail_with_every_status_and_nothing_panics() {
         "response_status",
         "add_response_header",
         "set_response_header",
+        "remove_response_header",
         "random_bytes",
     ] {
         assert!(kinds.contains(kind), "the scenario calls {kind}: {kinds:?}");

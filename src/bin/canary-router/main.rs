@@ -226,6 +226,11 @@ fn explain(
     };
     let routing_header = (plan.mode == Mode::Enforce).then(|| format!("{}: {subset}", plan.header));
     let description = decision.describe(&plan);
+    // Whether this client would see the decision header (`decision_header.match`).
+    let shown_to_client = plan
+        .decision_header
+        .as_ref()
+        .map(|header| (header.name.as_str(), header.reveals(&request)));
     // The baggage the next hop gets (`cohort`): None when left as it came.
     let baggage = plan.cohort.as_ref().and_then(|cohort| {
         let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
@@ -246,6 +251,7 @@ fn explain(
             "routing_header": routing_header,
             "set_cookie": set_cookie,
             "decision": description,
+            "decision_header": shown_to_client.map(|(name, shown)| json!({"name": name, "shown": shown})),
             "baggage": baggage,
             "goals": goals
                 .iter()
@@ -285,6 +291,20 @@ fn explain(
         println!("response: set-cookie: {cookie}");
     }
     println!("decision: {description}");
+    // Said only where a condition decides it; otherwise every response has it.
+    let gated = plan
+        .decision_header
+        .as_ref()
+        .is_some_and(|header| header.only_for.is_some());
+    match shown_to_client {
+        Some((name, true)) if gated => {
+            println!("response: {name}: {description} (the request matches decision_header.match)")
+        }
+        Some((name, false)) => {
+            println!("response: no {name} (the request does not match decision_header.match)")
+        }
+        _ => {}
+    }
     if let Some(baggage) = &baggage {
         println!("baggage:  {baggage} (to the next hop)");
     }

@@ -367,6 +367,10 @@ impl Host for NativeHost<'_> {
         )
     }
 
+    fn remove_response_header(&self, name: &str) -> HostResult<()> {
+        self.set_header(abi::RESPONSE_HEADER, name, ModuleBuffer::NULL)
+    }
+
     fn now_ns(&self) -> HostResult<u64> {
         let mut now = Timespec {
             tv_sec: 0,

@@ -173,6 +173,10 @@ impl Host for WasmHost {
         check(unsafe { proxy_remove_header_map_value(REQUEST_HEADERS, name.as_ptr(), name.len()) })
     }
 
+    fn remove_response_header(&self, name: &str) -> HostResult<()> {
+        check(unsafe { proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len()) })
+    }
+
     fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
         let key = ":status";
         buffer(|d, s| unsafe {
