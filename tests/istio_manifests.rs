@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use serde_json::{json, Value};
+use common::istio::{kubernetes_validate, root, run_validator, Doc, HINT};
 
-const HINT: &str = "run `make istio-check` (installs node packages into target/istio-check and kubernetes-validate into .venv)";
+use serde_json::{json, Value};
 
 /// The manifests applied by `kustomization.yaml`.
 const APPLIED: &[&str] = &[
@@ -42,75 +42,6 @@ const APPLIED: &[&str] = &[
 ];
 /// Validated too, but installed with `istioctl install -f`, not applied.
 const NOT_APPLIED: &[&str] = &["mesh-stats.yaml", "kustomization.yaml"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn node_modules() -> PathBuf {
-    std::env::var_os("ISTIO_NODE_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/istio-check/node_modules"))
-}
-
-fn kubernetes_validate() -> PathBuf {
-    root().join(".venv/bin/kubernetes-validate")
-}
-
-/// One YAML document as `istio/validate.mjs` reported it.
-#[derive(Debug, Clone)]
-struct Doc {
-    file: String,
-    status: String,
-    error: Option<String>,
-    object: Value,
-}
-
-impl Doc {
-    fn kind(&self) -> &str {
-        self.object["kind"].as_str().unwrap_or("")
-    }
-    fn api_version(&self) -> &str {
-        self.object["apiVersion"].as_str().unwrap_or("")
-    }
-}
-
-/// Runs the node validator on `files` (paths relative to the repo root).
-/// Returns its exit status and the parsed lines.
-fn run_validator(files: &[PathBuf]) -> (bool, Vec<Doc>) {
-    let modules = node_modules();
-    assert!(
-        modules.join("@kubernetes-models/istio").is_dir() && modules.join("yaml").is_dir(),
-        "missing {}: {HINT}",
-        modules.display()
-    );
-    let out = Command::new("node")
-        .arg(root().join("istio/validate.mjs"))
-        .arg(&modules)
-        .args(files)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): {HINT}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() != Some(2),
-        "istio/validate.mjs could not run: {stderr}\n{HINT}"
-    );
-    let docs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("validate.mjs printed {line:?}: {e}; stderr: {stderr}"));
-            Doc {
-                file: v["file"].as_str().unwrap_or("").to_owned(),
-                status: v["status"].as_str().unwrap_or("").to_owned(),
-                error: v["error"].as_str().map(str::to_owned),
-                object: v["object"].clone(),
-            }
-        })
-        .collect();
-    (out.status.success(), docs)
-}
 
 fn istio_file(name: &str) -> PathBuf {
     PathBuf::from("istio").join(name)
@@ -330,13 +261,57 @@ fn kustomization_applies_every_manifest() {
     );
 }
 
+/// Whether `condition` can only hold with a verified claim: a `jwt_claim` test
+/// (other than `present: false`) under `all`, or in every branch of `any`.
+fn needs_verified_claim(condition: &Value) -> bool {
+    let object = condition.as_object().unwrap();
+    let (kind, operand) = object.iter().next().unwrap();
+    match kind.as_str() {
+        "jwt_claim" => operand.get("present") != Some(&json!(false)),
+        "all" => operand.as_array().unwrap().iter().any(needs_verified_claim),
+        "any" => operand.as_array().unwrap().iter().all(needs_verified_claim),
+        _ => false,
+    }
+}
+
+/// The manifests run the demo's configuration (envoy/canary.json) with
+/// production's gates, and nothing else differs: every rule that forces a
+/// subset other than the default needs a verified claim, and the decision
+/// header goes only to verified QA members.
 #[test]
-fn plugin_config_is_envoy_canary_json() {
+fn plugin_config_is_envoy_canary_json_with_production_gates() {
     if common::wasm_only("the Istio manifests, which load the Wasm build") {
         return;
     }
+    let qa = json!({"jwt_claim": {"name": "groups", "contains": "qa"}});
+    let signed_in = json!({"jwt_claim": {"name": "sub", "present": true}});
     for (file, plugin) in plugins() {
+        let config = &plugin["spec"]["pluginConfig"];
+        let default = config["default_subset"].as_str().unwrap();
+        for rule in config["rules"].as_array().unwrap() {
+            assert!(
+                rule["subset"] == default || needs_verified_claim(&rule["match"]),
+                "{file}: rule {} forces {} without a verified claim",
+                rule["name"],
+                rule["subset"]
+            );
+        }
+
         let mut want = canary_json();
+        want["decision_header"] = json!({"name": "x-canary-decision", "match": qa});
+        for rule in want["rules"].as_array_mut().unwrap() {
+            let gate = match rule["name"].as_str().unwrap() {
+                "qa" => &qa,
+                "beta" | "beta-link" => &signed_in,
+                _ => continue,
+            };
+            let mut all = match rule["match"].get("all") {
+                Some(list) => list.as_array().unwrap().clone(),
+                None => vec![rule["match"].clone()],
+            };
+            all.push(gate.clone());
+            rule["match"] = json!({ "all": all });
+        }
         if file.contains("sidecar") {
             // Inside the mesh: the gateway's cohort is trusted and read first.
             want["cohort"]["trust_incoming"] = json!(true);
@@ -344,10 +319,18 @@ fn plugin_config_is_envoy_canary_json() {
             keys.insert(0, json!({"baggage": "canary-bucket"}));
         }
         assert_eq!(
-            plugin["spec"]["pluginConfig"], want,
-            "{file}: pluginConfig must equal envoy/canary.json (the sidecar: trusting the cohort)"
+            config, &want,
+            "{file}: pluginConfig must be envoy/canary.json with the production gates \
+             (the sidecar: trusting the cohort)"
         );
     }
+    // The demo stays open for curl: it is not what ships.
+    let demo = canary_json();
+    assert!(demo["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["subset"] == "v2" && !needs_verified_claim(&r["match"])));
 }
 
 #[test]

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod faults;
 pub mod host;
+pub mod istio;
 pub mod pin;
 pub mod prometheus;
 pub mod side_by_side;
