@@ -32,7 +32,8 @@ WASM_OPT_FLAGS := -Oz --converge $(WASM_FEATURES)
 # tests/wasm_exports.rs checks the built module against this list.
 WASM_EXPORTS := memory _initialize proxy_abi_version_0_2_1 proxy_on_vm_start \
   proxy_on_configure proxy_on_tick proxy_on_context_create proxy_on_request_headers \
-  proxy_on_response_headers proxy_on_delete proxy_on_memory_allocate
+  proxy_on_response_headers proxy_on_response_trailers proxy_on_delete \
+  proxy_on_memory_allocate
 # rustc flags of the .wasm only (native builds and tests keep theirs): panic
 # locations name registry crates as /regex-lite-0.1.9/src/... instead of this
 # machine's $(CARGO_HOME)/registry/src/index.crates.io-<hash>/...: ~0.8 KiB smaller,

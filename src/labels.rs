@@ -50,14 +50,23 @@ pub enum ResponseClass {
     Redirect = 1,
     ClientError = 2,
     ServerError = 3,
+    /// A gRPC call that ended with `grpc-status` 0.
+    GrpcOk = 4,
+    /// A gRPC call that ended with a code `grpc.failure_codes` lists.
+    GrpcError = 5,
+    /// A gRPC call that ended with any other code (NOT_FOUND, CANCELLED, ...).
+    GrpcOther = 6,
 }
 
 impl ResponseClass {
-    pub const ALL: [ResponseClass; 4] = [
+    pub const ALL: [ResponseClass; 7] = [
         ResponseClass::Success,
         ResponseClass::Redirect,
         ResponseClass::ClientError,
         ResponseClass::ServerError,
+        ResponseClass::GrpcOk,
+        ResponseClass::GrpcError,
+        ResponseClass::GrpcOther,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,7 +75,16 @@ impl ResponseClass {
             ResponseClass::Redirect => "3xx",
             ResponseClass::ClientError => "4xx",
             ResponseClass::ServerError => "5xx",
+            ResponseClass::GrpcOk => "grpc_ok",
+            ResponseClass::GrpcError => "grpc_error",
+            ResponseClass::GrpcOther => "grpc_other",
         }
+    }
+
+    /// A failure for the success rate and the brake: a 5xx, or a gRPC call
+    /// that ended with a failing code.
+    pub fn is_failure(self) -> bool {
+        matches!(self, ResponseClass::ServerError | ResponseClass::GrpcError)
     }
 
     /// The class of an HTTP `:status` value; `None` for 1xx and anything unreadable.

@@ -30,6 +30,7 @@ pub mod decide;
 pub mod filter;
 pub mod formats;
 pub mod goals;
+pub mod grpc;
 pub mod hash;
 pub mod labels;
 pub mod metrics;

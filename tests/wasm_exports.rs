@@ -88,6 +88,8 @@ fn the_module_exports_only_the_callbacks_it_implements() {
         "proxy_on_context_create",
         "proxy_on_request_headers",
         "proxy_on_response_headers",
+        // A gRPC call's status: Envoy calls it only for responses with trailers.
+        "proxy_on_response_trailers",
         "proxy_on_delete",
         "proxy_on_tick",
         "proxy_on_configure",

@@ -3,11 +3,12 @@
 use serde_json::Value;
 
 use super::conditions::{compile_condition, percent_bp};
-use super::reader::Object;
+use super::reader::{wrong_type, Object};
 use super::{ConfigError, Loaded};
 use crate::brake::Brake;
 use crate::bucket::{Split, BUCKETS};
 use crate::goals::{Goal, MAX_GOALS};
+use crate::grpc::{self, GrpcPolicy};
 use crate::hash::FastMap;
 use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
@@ -47,6 +48,7 @@ const TOP_FIELDS: &[&str] = &[
     "brake",
     "goals",
     "cohort",
+    "grpc",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -194,6 +196,12 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .object("cohort", COHORT_FIELDS)?
         .map(|c| compile_cohort(&c, &mut slots))
         .transpose()?;
+    let grpc = top
+        .object("grpc", &["failure_codes"])?
+        .map(|g| compile_grpc(&g))
+        .transpose()?
+        .unwrap_or_default();
+    let content_type = slots.intern_header("content-type");
     let mut rule_name_list = Vec::with_capacity(rules.len());
     for rule in &rules {
         rule_name_list.push(rule.name.clone());
@@ -225,6 +233,8 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         brake,
         goals,
         cohort,
+        grpc,
+        content_type,
     };
     Ok(Loaded { plan, warnings })
 }
@@ -262,7 +272,10 @@ fn compile_goals(top: &Object, slots: &mut Slots) -> Result<Vec<Goal>> {
             .ok_or_else(|| {
                 ConfigError::new(
                     goal.path("status"),
-                    format!("unknown status class {status:?}, expected \"2xx\", \"3xx\", \"4xx\" or \"5xx\""),
+                    format!(
+                        "unknown status class {status:?}, expected \"2xx\", \"3xx\", \"4xx\", \"5xx\", \
+                         \"grpc_ok\", \"grpc_error\" or \"grpc_other\""
+                    ),
                 )
             })?;
         goals.push(Goal {
@@ -690,6 +703,54 @@ fn compile_decision_header(value: &Value, slots: &mut Slots) -> Result<DecisionH
         .map(|m| compile_condition(m, object.path("match"), slots))
         .transpose()?;
     Ok(DecisionHeader { name, only_for })
+}
+
+/// The `grpc` block: the codes that count as failures, by name (as gRPC spells
+/// them) or number. OK cannot be one; an empty list counts no gRPC failure.
+fn compile_grpc(grpc: &Object) -> Result<GrpcPolicy> {
+    let Some(_) = grpc.get("failure_codes") else {
+        return Ok(GrpcPolicy::default());
+    };
+    let mut codes = Vec::new();
+    for (path, value) in grpc.list("failure_codes")? {
+        let code = match value {
+            Value::String(name) => grpc::code_of(name).ok_or_else(|| {
+                ConfigError::new(
+                    &path,
+                    format!(
+                        "unknown gRPC status {name:?}, expected a name such as \"UNAVAILABLE\" \
+                         (one of {}) or a number 1 to 16",
+                        grpc::CODE_NAMES.join(", ")
+                    ),
+                )
+            })?,
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|&n| usize::from(n) < grpc::CODE_NAMES.len())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        &path,
+                        "not a gRPC status code: want a whole number from 1 to 16",
+                    )
+                })?,
+            other => return Err(wrong_type(&path, other, "a gRPC status name or number")),
+        };
+        if code == grpc::OK {
+            return Err(ConfigError::new(
+                &path,
+                "OK (0) is a success and cannot count as a failure",
+            ));
+        }
+        if codes.contains(&code) {
+            return Err(ConfigError::new(
+                &path,
+                format!("{} is listed twice", grpc::code_name(code)),
+            ));
+        }
+        codes.push(code);
+    }
+    Ok(GrpcPolicy::failing(&codes))
 }
 
 /// The `cohort` block: which baggage members carry the bucket and a forced

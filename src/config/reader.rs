@@ -58,7 +58,7 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(path: &str, value: &Value, want: &str) -> ConfigError {
+pub(super) fn wrong_type(path: &str, value: &Value, want: &str) -> ConfigError {
     let got = match value {
         Value::String(s) => format!("the string {s:?}"),
         Value::Number(n) => format!("the number {n}"),

@@ -496,3 +496,45 @@ fn cohort_block_names_its_members_and_trust() {
         "config: sticky.keys[0].baggage: \"\" is not a valid HTTP header name"
     );
 }
+
+#[test]
+fn grpc_failure_codes_by_name_or_number_with_errors_naming_the_entry() {
+    let base = r#"{"subsets":[{"name":"v1","weight":100}]"#;
+    let plan =
+        |grpc: &str| crate::config::load(format!("{base}{grpc}}}").as_bytes()).map(|l| l.plan);
+    let default = plan("").unwrap().grpc;
+    assert_eq!(default, crate::grpc::GrpcPolicy::default());
+    assert_eq!(plan(r#","grpc":{}"#).unwrap().grpc, default);
+    let custom = plan(r#","grpc":{"failure_codes":["NOT_FOUND",14]}"#)
+        .unwrap()
+        .grpc;
+    assert_eq!(custom.failure_codes().collect::<Vec<_>>(), [5, 14]);
+    let none = plan(r#","grpc":{"failure_codes":[]}"#).unwrap().grpc;
+    assert_eq!(none.failure_codes().count(), 0);
+    for (grpc, want) in [
+        (
+            r#","grpc":{"failure_codes":["UNAVAILABLE","Unavailable"]}"#,
+            "grpc.failure_codes[1]: unknown gRPC status \"Unavailable\", expected a name such as \"UNAVAILABLE\"",
+        ),
+        (
+            r#","grpc":{"failure_codes":["OK"]}"#,
+            "grpc.failure_codes[0]: OK (0) is a success and cannot count as a failure",
+        ),
+        (
+            r#","grpc":{"failure_codes":[14,"UNAVAILABLE"]}"#,
+            "grpc.failure_codes[1]: UNAVAILABLE is listed twice",
+        ),
+        (
+            r#","grpc":{"failure_codes":[17]}"#,
+            "grpc.failure_codes[0]: not a gRPC status code",
+        ),
+        (
+            r#","grpc":{"failure_codes":[true]}"#,
+            "grpc.failure_codes[0]: want a gRPC status name or number, got a boolean",
+        ),
+        (r#","grpc":{"failures":[]}"#, "grpc.failures: unknown field `failures`, expected `failure_codes`"),
+    ] {
+        let got = err(&format!("{base}{grpc}}}"));
+        assert!(got.contains(want), "{grpc}: {got}");
+    }
+}

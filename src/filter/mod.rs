@@ -61,6 +61,8 @@ pub trait Host {
     fn remove_request_header(&self, name: &str) -> HostResult<()>;
     /// The response's `:status`; `None` when there is none.
     fn response_status(&self) -> HostResult<Option<Vec<u8>>>;
+    /// The response's `grpc-status`, from its headers or its trailers.
+    fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>>;
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()>;
     fn set_response_header(&self, name: &str, value: &str) -> HostResult<()>;
     fn remove_response_header(&self, name: &str) -> HostResult<()>;
@@ -85,6 +87,14 @@ pub trait Host {
     fn set_tick_period_ms(&self, ms: u32) -> HostResult<()>;
     /// This instance's memory in bytes (a gauge for soak tests), if it can tell.
     fn memory_bytes(&self) -> Option<u64>;
+}
+
+/// Where a response value is read: the headers, or the trailers (in the
+/// trailers hook only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponsePart {
+    Headers,
+    Trailers,
 }
 
 /// A host's list of request headers.

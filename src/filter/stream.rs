@@ -8,14 +8,14 @@ use log::warn;
 
 use super::metric_ids::increment;
 use super::root::Active;
-use super::{ns_to_ms, Host, RequestHeaders};
+use super::{ns_to_ms, Host, RequestHeaders, ResponsePart};
 use crate::claims::Payload;
 use crate::config::DEFAULT_HEADER;
 use crate::decide::{decide_with, Conditions, Decision, Entropy};
 use crate::formats::baggage::Merged;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
-use crate::request::{ClaimSource, Lookup, LookupError, Request};
+use crate::request::{ClaimSource, Lookup, LookupError, Request, RequestView};
 use crate::rng::SplitMix64;
 
 pub struct FilterStream {
@@ -31,6 +31,11 @@ pub struct FilterStream {
     goals: u64,
     /// The response may carry the decision header (`decision_header.match`).
     reveal: bool,
+    /// The request is a gRPC call: its outcome is its `grpc-status`.
+    grpc: bool,
+    /// A gRPC call whose status comes in the trailers: the latency measured at
+    /// the response headers, kept for the brake until then.
+    awaiting_trailers: Option<Option<u64>>,
 }
 
 /// Keyless draws from the instance's generator; pin ids from the host's
@@ -92,6 +97,8 @@ impl FilterStream {
             started_ns: None,
             goals: 0,
             reveal: false,
+            grpc: false,
+            awaiting_trailers: None,
         }
     }
 
@@ -106,7 +113,7 @@ impl FilterStream {
         let plan = &active.plan;
         // The request borrows the host's headers, which a native host reads in
         // place from Envoy's header map: both are gone before the first write.
-        let (decision, goals, baggage, reveal) = {
+        let (decision, goals, baggage, reveal, grpc) = {
             let headers = host.request_headers();
             let request = Request::from_pairs(
                 &plan.slots,
@@ -148,9 +155,14 @@ impl FilterStream {
                 .decision_header
                 .as_ref()
                 .is_some_and(|header| header.reveals(&request));
-            (decision, goals, baggage, reveal)
+            let grpc = matches!(
+                request.header(plan.content_type),
+                Ok(Some(value)) if crate::grpc::is_grpc_content_type(value)
+            );
+            (decision, goals, baggage, reveal, grpc)
         };
         self.reveal = reveal;
+        self.grpc = grpc;
         match baggage {
             Some(Merged::Write(list)) => set_baggage(host, &list),
             Some(Merged::Overflow { removed }) => {
@@ -205,7 +217,8 @@ impl FilterStream {
     }
 
     /// The response headers arrived: count, time, feed the brake, add the pin
-    /// cookie and the decision header.
+    /// cookie and the decision header. A gRPC call whose status is not in these
+    /// headers is counted when its trailers arrive.
     pub fn on_response_headers(&mut self, host: &impl Host) {
         let (Some(active), Some(decision)) = (&self.active, &self.decision) else {
             return;
@@ -213,11 +226,12 @@ impl FilterStream {
         let plan = &active.plan;
         if plan.mode == Mode::Enforce {
             if let Ok(Some(status)) = host.response_status() {
-                if let Some(class) = ResponseClass::from_status(&status) {
-                    increment(host, active.metrics.response(decision.subset, class));
-                    for goal in crate::goals::completed(&plan.goals, self.goals, class) {
-                        increment(host, active.metrics.goal(goal, decision.subset));
-                    }
+                let class = if self.grpc {
+                    self.grpc_class_at_headers(host, active, &status)
+                } else {
+                    ResponseClass::from_status(&status)
+                };
+                if class.is_some() || self.grpc {
                     let now_ns = host.now_ns().ok();
                     let latency_ms = self
                         .started_ns
@@ -226,19 +240,9 @@ impl FilterStream {
                     if let Some(ms) = latency_ms {
                         active.metrics.record_duration(host, decision.subset, ms);
                     }
-                    if let (Some(brake), Some(state), Some(now_ns)) =
-                        (&plan.brake, &active.brake, now_ns)
-                    {
-                        if decision.subset == brake.subset && !decision.braked {
-                            state.record(
-                                host,
-                                brake,
-                                plan.subset_name(brake.subset),
-                                ns_to_ms(now_ns),
-                                class == ResponseClass::ServerError,
-                                latency_ms.filter(|_| brake.max_p99_ms.is_some()),
-                            );
-                        }
+                    match class {
+                        Some(class) => self.count_outcome(host, active, class, now_ns, latency_ms),
+                        None => self.awaiting_trailers = Some(latency_ms),
                     }
                 }
             }
@@ -253,6 +257,76 @@ impl FilterStream {
             } else {
                 // Not for this client: nor a copy an upstream hop wrote.
                 let _ = host.remove_response_header(&header.name);
+            }
+        }
+    }
+
+    /// The response trailers arrived: a gRPC call's status, when its headers
+    /// had none.
+    pub fn on_response_trailers(&mut self, host: &impl Host) {
+        let Some(latency_ms) = self.awaiting_trailers.take() else {
+            return;
+        };
+        let Some(active) = &self.active else {
+            return;
+        };
+        // Trailers without a status read as UNKNOWN, as a gRPC client reads them.
+        let code = match host.grpc_status(ResponsePart::Trailers) {
+            Ok(Some(value)) => crate::grpc::parse_status(&value),
+            Ok(None) => crate::grpc::UNKNOWN,
+            Err(_) => return,
+        };
+        let class = active.plan.grpc.class(code);
+        let now_ns = host.now_ns().ok();
+        self.count_outcome(host, active, class, now_ns, latency_ms);
+    }
+
+    /// A gRPC call's class from its response headers: the `grpc-status` of a
+    /// trailers-only response, or the code a client derives from a `:status`
+    /// other than 200; `None` while the status is still to come in trailers.
+    fn grpc_class_at_headers(
+        &self,
+        host: &impl Host,
+        active: &Active,
+        status: &[u8],
+    ) -> Option<ResponseClass> {
+        let code = match host.grpc_status(ResponsePart::Headers) {
+            Ok(Some(value)) => crate::grpc::parse_status(&value),
+            Ok(None) if status == b"200" => return None,
+            Ok(None) => crate::grpc::status_from_http(status),
+            // Unreadable: count it by `:status` rather than lose it.
+            Err(_) => return ResponseClass::from_status(status),
+        };
+        Some(active.plan.grpc.class(code))
+    }
+
+    /// Count a response of `class`: the response counter, the goals it
+    /// completes, and the brake's window.
+    fn count_outcome(
+        &self,
+        host: &impl Host,
+        active: &Active,
+        class: ResponseClass,
+        now_ns: Option<u64>,
+        latency_ms: Option<u64>,
+    ) {
+        let (plan, Some(decision)) = (&active.plan, &self.decision) else {
+            return;
+        };
+        increment(host, active.metrics.response(decision.subset, class));
+        for goal in crate::goals::completed(&plan.goals, self.goals, class) {
+            increment(host, active.metrics.goal(goal, decision.subset));
+        }
+        if let (Some(brake), Some(state), Some(now_ns)) = (&plan.brake, &active.brake, now_ns) {
+            if decision.subset == brake.subset && !decision.braked {
+                state.record(
+                    host,
+                    brake,
+                    plan.subset_name(brake.subset),
+                    ns_to_ms(now_ns),
+                    class.is_failure(),
+                    latency_ms.filter(|_| brake.max_p99_ms.is_some()),
+                );
             }
         }
     }

@@ -24,6 +24,8 @@ struct FakeHost {
     request_headers: RefCell<Vec<(String, String)>>,
     response_status: RefCell<Option<String>>,
     response_headers: RefCell<Vec<(String, String)>>,
+    /// `grpc-status` in the response headers, and in the trailers.
+    grpc_status: RefCell<(Option<String>, Option<String>)>,
     /// Metric names by id, and values.
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     shared: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
@@ -102,6 +104,19 @@ impl Host for FakeHost {
             .borrow()
             .clone()
             .map(String::into_bytes))
+    }
+
+    fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
+        self.enter(match part {
+            ResponsePart::Headers => "grpc_status_headers",
+            ResponsePart::Trailers => "grpc_status_trailers",
+        })?;
+        let (headers, trailers) = &*self.grpc_status.borrow();
+        let value = match part {
+            ResponsePart::Headers => headers,
+            ResponsePart::Trailers => trailers,
+        };
+        Ok(value.clone().map(String::into_bytes))
     }
 
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()> {
@@ -255,6 +270,19 @@ fn scenario(host: &FakeHost) -> FilterRoot {
         );
         stream.on_response_headers(host);
     }
+    // A gRPC call whose status comes in the trailers: a failure on v2.
+    *host.request_headers.borrow_mut() = vec![
+        (":path".to_string(), "/pkg.Svc/Call".to_string()),
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("x-user-id".to_string(), "u1".to_string()),
+    ];
+    let status = host.response_status.replace(Some("200".into()));
+    *host.grpc_status.borrow_mut() = (None, Some("14".into()));
+    let mut stream = root.stream();
+    stream.on_request_headers(host);
+    stream.on_response_headers(host);
+    stream.on_response_trailers(host);
+    *host.response_status.borrow_mut() = status;
     root.tick(host);
     root
 }
@@ -275,7 +303,16 @@ fn with_a_healthy_host_the_scenario_routes_counts_and_trips() {
         .flat_map(|s| ["hash", "random"].map(|r| (s, r)))
         .map(|(s, r)| host.metric(&format!("canary.subset=.={s};.;reason=.={r};.;requests")))
         .sum();
-    assert_eq!(counted, 2);
+    assert_eq!(counted, 3);
+    let grpc_errors: u64 = ["v1", "v2"]
+        .iter()
+        .map(|s| {
+            host.metric(&format!(
+                "canary.subset=.={s};.;class=.=grpc_error;.;responses"
+            ))
+        })
+        .sum();
+    assert_eq!(grpc_errors, 1, "the gRPC call's UNAVAILABLE trailer");
     assert!(host
         .response_headers
         .borrow()
@@ -358,6 +395,8 @@ fn every_host_call_may_fail_with_every_status_and_nothing_panics() {
         "get_metric",
         "now_ns",
         "response_status",
+        "grpc_status_headers",
+        "grpc_status_trailers",
         "add_response_header",
         "set_response_header",
         "remove_response_header",
@@ -553,4 +592,142 @@ fn the_cohort_travels_in_baggage_and_clients_cannot_choose_it() {
     assert_eq!(baggage, [full]);
     assert_eq!(host.metric("canary.cohort_overflows"), 1);
     assert_eq!(host.request_header("x-canary-subset").len(), 1);
+}
+
+/// One gRPC call (or HTTP request, without `content_type`) through `root`: its
+/// response `:status`, `grpc-status` in the headers and in the trailers.
+fn call(
+    root: &FilterRoot,
+    host: &FakeHost,
+    content_type: Option<&str>,
+    status: &str,
+    grpc_status: (Option<&str>, Option<&str>),
+) {
+    let mut headers = vec![
+        (":path".to_string(), "/pkg.Svc/Call".to_string()),
+        ("x-user-id".to_string(), "u1".to_string()),
+    ];
+    if let Some(ct) = content_type {
+        headers.push(("content-type".into(), ct.into()));
+    }
+    *host.request_headers.borrow_mut() = headers;
+    *host.response_status.borrow_mut() = Some(status.into());
+    *host.grpc_status.borrow_mut() = (
+        grpc_status.0.map(str::to_owned),
+        grpc_status.1.map(str::to_owned),
+    );
+    let mut stream = root.stream();
+    stream.on_request_headers(host);
+    stream.on_response_headers(host);
+    if grpc_status.1.is_some() {
+        stream.on_response_trailers(host);
+    }
+}
+
+const GRPC_V2: &str = r#"{"subsets": [{"name": "v1", "weight": 0}, {"name": "v2", "weight": 100}],
+  "sticky": {"keys": [{"header": "x-user-id"}], "seed": "g"}"#;
+
+fn class_counts(host: &FakeHost) -> Vec<(&'static str, u64)> {
+    crate::labels::ResponseClass::ALL
+        .iter()
+        .map(|c| {
+            (
+                c.as_str(),
+                host.metric(&format!(
+                    "canary.subset=.=v2;.;class=.={};.;responses",
+                    c.as_str()
+                )),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[test]
+fn grpc_calls_are_classed_by_grpc_status_from_headers_or_trailers() {
+    let host = FakeHost::new(&format!("{GRPC_V2}}}"));
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&host));
+    let grpc = Some("application/grpc+proto");
+    // Trailers-only: the status in the headers, no trailers hook.
+    call(&root, &host, grpc, "200", (Some("14"), None));
+    // The usual case: the status in the trailers.
+    call(&root, &host, grpc, "200", (None, Some("0")));
+    call(&root, &host, grpc, "200", (None, Some("13")));
+    call(&root, &host, grpc, "200", (None, Some("5")));
+    // A status that is not a number: UNKNOWN, a failure.
+    call(&root, &host, grpc, "200", (None, Some("")));
+    // A proxy's 503 without grpc-status: UNAVAILABLE.
+    call(&root, &host, grpc, "503", (None, None));
+    // gRPC-Web and plain HTTP: by `:status`, as before.
+    call(
+        &root,
+        &host,
+        Some("application/grpc-web"),
+        "200",
+        (Some("14"), None),
+    );
+    call(&root, &host, None, "503", (Some("0"), None));
+    assert_eq!(
+        class_counts(&host),
+        [
+            ("2xx", 1),
+            ("5xx", 1),
+            ("grpc_ok", 1),
+            ("grpc_error", 4),
+            ("grpc_other", 1)
+        ]
+    );
+    // Trailers without a grpc-status: UNKNOWN, a failure, counted only then.
+    let host = FakeHost::new(&format!("{GRPC_V2}}}"));
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&host));
+    *host.request_headers.borrow_mut() = vec![
+        ("content-type".to_string(), "application/grpc".to_string()),
+        ("x-user-id".to_string(), "u1".to_string()),
+    ];
+    *host.response_status.borrow_mut() = Some("200".into());
+    *host.grpc_status.borrow_mut() = (None, None);
+    let mut stream = root.stream();
+    stream.on_request_headers(&host);
+    stream.on_response_headers(&host);
+    assert_eq!(
+        class_counts(&host),
+        [],
+        "nothing counted before the trailers"
+    );
+    stream.on_response_trailers(&host);
+    assert_eq!(class_counts(&host), [("grpc_error", 1)]);
+    // A second trailers call (none in Envoy) counts nothing more.
+    stream.on_response_trailers(&host);
+    assert_eq!(class_counts(&host), [("grpc_error", 1)]);
+}
+
+#[test]
+fn grpc_failure_codes_are_configurable_and_feed_the_brake() {
+    let config = format!(
+        r#"{GRPC_V2}, "grpc": {{"failure_codes": ["NOT_FOUND", 16]}},
+           "brake": {{"subset": "v2", "max_error_rate": 0.05, "window": "10s", "min_requests": 3}}}}"#
+    );
+    let host = FakeHost::new(&config);
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&host));
+    let grpc = Some("application/grpc");
+    // UNAVAILABLE is not listed here: no failure, no trip.
+    for _ in 0..5 {
+        call(&root, &host, grpc, "200", (None, Some("14")));
+    }
+    assert_eq!(class_counts(&host), [("grpc_other", 5)]);
+    assert_eq!(host.metric("canary.subset=.=v2;.;brake_trips"), 0);
+    // NOT_FOUND is: one in six is over 5 %, the brake trips, and the next
+    // calls go to v1.
+    for _ in 0..3 {
+        call(&root, &host, grpc, "200", (None, Some("5")));
+    }
+    assert_eq!(host.metric("canary.subset=.=v2;.;brake_trips"), 1);
+    assert_eq!(class_counts(&host), [("grpc_error", 1), ("grpc_other", 5)]);
+    assert_eq!(
+        host.metric("canary.subset=.=v1;.;class=.=grpc_error;.;responses"),
+        2
+    );
 }

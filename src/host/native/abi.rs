@@ -90,6 +90,7 @@ pub(crate) type FilterEnvoyPtr = *mut c_void;
 /// `envoy_dynamic_module_type_http_header_type`
 pub(crate) const REQUEST_HEADER: u32 = 0;
 pub(crate) const RESPONSE_HEADER: u32 = 2;
+pub(crate) const RESPONSE_TRAILER: u32 = 3;
 
 /// `envoy_dynamic_module_type_log_level`
 pub(crate) const LOG_INFO: u32 = 2;

@@ -11,7 +11,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use super::abi::{
     self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoyPtr, ModuleBuffer,
 };
-use crate::filter::{Host, HostError, HostResult, MetricKind, RequestHeaders};
+use crate::filter::{Host, HostError, HostResult, MetricKind, RequestHeaders, ResponsePart};
 
 /// A host call Envoy answered with `false` or a metrics error.
 const FAILED: HostError = HostError(2);
@@ -254,6 +254,29 @@ impl<'a> NativeHost<'a> {
 
     /// Make Envoy pick the route again: a dynamic module's header writes do not
     /// clear the route cache by themselves.
+    /// The first value of a response header or trailer, copied.
+    fn response_value(&self, map: u32, name: &[u8]) -> HostResult<Option<Vec<u8>>> {
+        let filter = self.stream()?;
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: the live stream; `value` is a live out-parameter; the count
+        // pointer may be null.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                filter,
+                map,
+                ModuleBuffer::of(name),
+                &mut value,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if !found || value.ptr.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: Envoy's value, valid in this hook.
+        Ok(Some(unsafe { value.bytes() }.to_vec()))
+    }
+
     fn clear_route_cache(&self) {
         if let Ok(filter) = self.stream() {
             // SAFETY: the live stream of the current hook.
@@ -320,25 +343,15 @@ impl Host for NativeHost<'_> {
     }
 
     fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
-        let filter = self.stream()?;
-        let mut value = EnvoyBuffer::EMPTY;
-        // SAFETY: the live stream; `value` is a live out-parameter; the count
-        // pointer may be null.
-        let found = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_header(
-                filter,
-                abi::RESPONSE_HEADER,
-                ModuleBuffer::of(b":status"),
-                &mut value,
-                0,
-                std::ptr::null_mut(),
-            )
+        self.response_value(abi::RESPONSE_HEADER, b":status")
+    }
+
+    fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
+        let map = match part {
+            ResponsePart::Headers => abi::RESPONSE_HEADER,
+            ResponsePart::Trailers => abi::RESPONSE_TRAILER,
         };
-        if !found || value.ptr.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: Envoy's value, valid in this hook.
-        Ok(Some(unsafe { value.bytes() }.to_vec()))
+        self.response_value(map, b"grpc-status")
     }
 
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()> {

@@ -353,6 +353,30 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     CONTINUE
 }
 
+/// A gRPC call's status in the response trailers.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    filter_envoy_ptr: FilterEnvoyPtr,
+    filter_module_ptr: *const c_void,
+) -> u32 {
+    // SAFETY: as in `request_headers`.
+    let Some(stream) = (unsafe { stream(filter_module_ptr) }) else {
+        return CONTINUE;
+    };
+    let Some(filter) = &mut stream.filter else {
+        return CONTINUE;
+    };
+    let host = NativeHost::for_stream(&stream.config, filter_envoy_ptr);
+    if guard("http_filter_response_trailers", || {
+        filter.on_response_trailers(&host)
+    })
+    .is_none()
+    {
+        stream.filter = None;
+    }
+    CONTINUE
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module_ptr: *const c_void) {
     if filter_module_ptr.is_null() {
@@ -390,14 +414,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     _filter_envoy_ptr: FilterEnvoyPtr,
     _filter_module_ptr: *const c_void,
     _end_of_stream: bool,
-) -> u32 {
-    CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter_envoy_ptr: FilterEnvoyPtr,
-    _filter_module_ptr: *const c_void,
 ) -> u32 {
     CONTINUE
 }

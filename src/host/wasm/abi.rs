@@ -73,6 +73,14 @@ pub extern "C" fn proxy_on_response_headers(
     CONTINUE
 }
 
+/// Envoy calls it only for a response that has trailers (a gRPC call's status),
+/// so plain HTTP responses make no extra call into the VM.
+#[no_mangle]
+pub extern "C" fn proxy_on_response_trailers(context_id: u32, _num_trailers: usize) -> u32 {
+    super::response_trailers(context_id);
+    CONTINUE
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context_id: u32) {
     super::delete(context_id);

@@ -7,11 +7,12 @@
 //! plain u32, so a value no SDK knows is an error too, never an invalid enum.
 #![allow(unsafe_code)]
 
-use crate::filter::{Host, HostError, HostResult, MetricKind, SerializedHeaders};
+use crate::filter::{Host, HostError, HostResult, MetricKind, ResponsePart, SerializedHeaders};
 
 // Map and buffer types of the ABI.
 const REQUEST_HEADERS: u32 = 0;
 const RESPONSE_HEADERS: u32 = 2;
+const RESPONSE_TRAILERS: u32 = 3;
 const PLUGIN_CONFIGURATION: u32 = 7;
 const OK: u32 = 0;
 /// The log levels of the ABI.
@@ -182,6 +183,15 @@ impl Host for WasmHost {
         buffer(|d, s| unsafe {
             proxy_get_header_map_value(RESPONSE_HEADERS, key.as_ptr(), key.len(), d, s)
         })
+    }
+
+    fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
+        let map = match part {
+            ResponsePart::Headers => RESPONSE_HEADERS,
+            ResponsePart::Trailers => RESPONSE_TRAILERS,
+        };
+        let key = "grpc-status";
+        buffer(|d, s| unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), d, s) })
     }
 
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()> {

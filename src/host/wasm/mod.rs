@@ -162,6 +162,14 @@ fn response_headers(id: u32) {
     });
 }
 
+fn response_trailers(id: u32) {
+    with_contexts(|c| {
+        if let Some(stream) = c.streams.get_mut(id) {
+            stream.on_response_trailers(&WasmHost);
+        }
+    });
+}
+
 fn delete(id: u32) {
     with_contexts(|c| {
         if c.streams.remove(id).is_none() {
