@@ -5,7 +5,7 @@
 # patch of that one field: Istio pushes the new config to the proxies, no restart),
 # then, before the next step, the script waits --pause and asks Prometheus, from the
 # filter's own series (the same in Istio and in plain Envoy, src/metrics.rs):
-#   success rate  sum(rate(canary_responses{subset="C",class!="5xx"}[W]))
+#   success rate  sum(rate(canary_responses{subset="C",class!~"5xx|grpc_error"}[W]))
 #                   / sum(rate(canary_responses{subset="C"}[W]))
 #   p99 (ms)      histogram_quantile(0.99, sum by (le)
 #                   (rate(canary_response_duration_ms_bucket{subset="C"}[W])))
@@ -57,7 +57,8 @@ usage() {
 usage: istio/rollout.sh [options]
   --steps LIST        canary weights in percent, increasing, last one is the promotion (10,50,100)
   --pause DURATION    wait after each step before checking the metrics (300s; s, m, h or plain seconds)
-  --min-success R     roll back when the canary success rate (non-5xx share) is below R (0.99)
+  --min-success R     roll back when the canary success rate (share of responses neither 5xx
+                      nor a failing gRPC status) is below R (0.99)
   --max-p99-ms MS     roll back when the canary p99 latency is above MS milliseconds (500)
   --window W          PromQL rate window (1m)
   --selector M        extra label matchers added to every query, comma-separated,
@@ -180,7 +181,7 @@ SEL="${SELECTOR%,}"
 SEL_TAIL="${SEL:+,$SEL}"
 ALL_REQUESTS="canary_requests"
 [[ -z "$SEL" ]] || ALL_REQUESTS="canary_requests{$SEL}"
-SUCCESS_QUERY="sum(rate(canary_responses{subset=\"$CANARY\",class!=\"5xx\"$SEL_TAIL}[$WINDOW])) / sum(rate(canary_responses{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW]))"
+SUCCESS_QUERY="sum(rate(canary_responses{subset=\"$CANARY\",class!~\"5xx|grpc_error\"$SEL_TAIL}[$WINDOW])) / sum(rate(canary_responses{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW]))"
 LATENCY_QUERY="histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])))"
 SHARE_QUERY="sum(rate(canary_requests{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])) / sum(rate($ALL_REQUESTS[$WINDOW]))"
 # Asked only when a metric has no value: does the series exist at all?

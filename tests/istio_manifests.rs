@@ -677,7 +677,7 @@ fn flagger_templates_query_the_filter_series_of_the_canary() {
         let want: &[String] = if name.ends_with("success-rate") {
             &[
                 format!(
-                    r#"100 * sum(rate(canary_responses{{subset="{canary}", class!="5xx"}}[{{{{ interval }}}}]))"#
+                    r#"100 * sum(rate(canary_responses{{subset="{canary}", class!~"5xx|grpc_error"}}[{{{{ interval }}}}]))"#
                 ),
                 format!(
                     r#"/ sum(rate(canary_responses{{subset="{canary}"}}[{{{{ interval }}}}]))"#

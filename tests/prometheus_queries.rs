@@ -48,6 +48,23 @@ const SUBSETS: [&str; 2] = ["v1", "v2"];
 const RULES: [&str; 3] = ["qa", "legacy", "unused"];
 /// The ramp's step in force (see `config`): v2 at 25 %, v1 the rest.
 const WEIGHT_PERCENT: [(&str, f64); 2] = [("v1", 75.0), ("v2", 25.0)];
+/// The response classes the success rates count as failures: a 5xx, or a gRPC
+/// call that ended with a failing code.
+const FAILURES: [&str; 2] = ["5xx", "grpc_error"];
+/// The gRPC outcome classes. Each subset has them at 0 from the moment the
+/// configuration is accepted, like the status classes; this test's traffic is
+/// plain HTTP, so they must stay at 0.
+const GRPC_CLASSES: [&str; 3] = ["grpc_ok", "grpc_error", "grpc_other"];
+
+/// Every `class` of `canary_responses`: the status classes and the gRPC outcomes.
+fn all_classes() -> Vec<&'static str> {
+    CLASSES
+        .iter()
+        .chain(GRPC_CLASSES.iter().filter(|c| !CLASSES.contains(c)))
+        .copied()
+        .collect()
+}
+
 /// Gateway selector of the document, and what stands for it in this test's scrape
 /// configuration (one proxy, scraped as `job="envoy"`).
 const GATEWAY_SELECTOR: &str = "app=\"istio-ingressgateway\"";
@@ -105,13 +122,20 @@ impl Traffic {
             .map(|(_, n)| n)
             .sum()
     }
-    fn responses_of(&self, subset: &str, class: Option<&str>, not_class: Option<&str>) -> u64 {
+    /// Responses of `subset` whose class is one of `class` (any when None) and
+    /// none of `not_class`.
+    fn responses_of(
+        &self,
+        subset: &str,
+        class: Option<&[&str]>,
+        not_class: Option<&[&str]>,
+    ) -> u64 {
         self.responses
             .iter()
             .filter(|((s, c), _)| {
                 s == subset
-                    && class.is_none_or(|want| c == want)
-                    && not_class.is_none_or(|skip| c != skip)
+                    && class.is_none_or(|want| want.contains(&c.as_str()))
+                    && not_class.is_none_or(|skip| !skip.contains(&c.as_str()))
             })
             .map(|(_, n)| n)
             .sum()
@@ -249,7 +273,7 @@ fn send_traffic(envoy: &mut Envoy) -> Traffic {
                 > 20,
             "{t:?}"
         );
-        assert!(t.responses_of(s, Some("5xx"), None) > 0, "{t:?}");
+        assert!(t.responses_of(s, Some(&["5xx"]), None) > 0, "{t:?}");
     }
     // The brake (50 % of 5xx over 10 s, at least 20 responses): canary errors
     // until a request is sent to the default subset instead.
@@ -690,7 +714,7 @@ fn match_doc(query: &str, doc: &[(String, String)]) -> Option<(String, f64)> {
 type Labels = BTreeMap<String, String>;
 
 /// The document's ids `expectation` knows.
-const EXPECTED_IDS: [&str; 20] = [
+const EXPECTED_IDS: [&str; 21] = [
     "request-share",
     "request-share-gateway",
     "requests-by-reason",
@@ -699,6 +723,7 @@ const EXPECTED_IDS: [&str; 20] = [
     "goal-conversion",
     "success-rate",
     "responses-by-class",
+    "grpc-outcomes",
     "latency-p99",
     "latency-p50",
     "weight-in-force",
@@ -803,13 +828,26 @@ fn expectation(id: &str, t: &Traffic, k: f64, instance: &str) -> Option<Vec<(Lab
             .collect(),
         "success-rate" => per_subset(&|s| {
             Expect::Close(
-                t.responses_of(s, None, Some("5xx")) as f64 / t.responses_of(s, None, None) as f64,
+                t.responses_of(s, None, Some(&FAILURES)) as f64
+                    / t.responses_of(s, None, None) as f64,
             )
         }),
         "responses-by-class" => SUBSETS
             .iter()
             .flat_map(|s| {
-                CLASSES.iter().map(move |c| {
+                all_classes().into_iter().map(move |c| {
+                    (
+                        labels(&[("subset", s), ("class", c)]),
+                        Expect::Close(resp(s, c) * k),
+                    )
+                })
+            })
+            .collect(),
+        // Every subset's gRPC outcome series, all at 0 with this HTTP-only traffic.
+        "grpc-outcomes" => SUBSETS
+            .iter()
+            .flat_map(|s| {
+                GRPC_CLASSES.iter().map(move |c| {
                     (
                         labels(&[("subset", s), ("class", c)]),
                         Expect::Close(resp(s, c) * k),
@@ -826,16 +864,17 @@ fn expectation(id: &str, t: &Traffic, k: f64, instance: &str) -> Option<Vec<(Lab
         "brake-tripped" | "brake-trips" => vec![(labels(&[("subset", "v2")]), Expect::Close(1.0))],
         "wasm-memory" => vec![(labels(&[("instance", instance)]), Expect::Pages)],
         "canary-success-rate" => single(Expect::Close(
-            t.responses_of("v2", None, Some("5xx")) as f64 / v2_total,
+            t.responses_of("v2", None, Some(&FAILURES)) as f64 / v2_total,
         )),
         "canary-error-rate" => single(Expect::Close(
-            t.responses_of("v2", Some("5xx"), None) as f64 / v2_total,
+            t.responses_of("v2", Some(&FAILURES), None) as f64 / v2_total,
         )),
         "canary-p99" => single(fast),
         "canary-share" => single(Expect::Close(t.requests_of("v2") as f64 / total)),
-        // One proxy: a series per status class; a bucket per bound of Envoy's
-        // default histogram (0.5 ms ... 3600000 ms, 19 bounds) and +Inf.
-        "canary-response-series" => single(Expect::Close(CLASSES.len() as f64)),
+        // One proxy: a series per status class and gRPC outcome; a bucket per
+        // bound of Envoy's default histogram (0.5 ms ... 3600000 ms, 19 bounds)
+        // and +Inf.
+        "canary-response-series" => single(Expect::Close(all_classes().len() as f64)),
         "canary-latency-series" => single(Expect::Close(20.0)),
         _ => return None,
     })
@@ -1053,13 +1092,19 @@ fn every_shipped_query_gives_what_the_traffic_implies() {
     let prom = Prometheus::start(&[envoy.admin_addr()]);
     let t0 = Instant::now();
     // Every counter scraped at 0 before the first request (the premise of exact
-    // ratios): 10 request series, 8 response series, 3 rules, the brake's counter.
+    // ratios): 10 request series, 14 response series (7 classes per subset), 3
+    // rules, the brake's counter.
     let zero = "sum(canary_requests) + sum(canary_responses) + sum(canary_rule_matches) + sum(canary_brake_trips)";
     prom.wait_for(zero, Duration::from_secs(60), |s| {
         s.len() == 1 && s[0].value == 0.0
     });
     let counts = "count(canary_requests) + count(canary_responses) + count(canary_rule_matches)";
-    assert_eq!(prom.value(counts), 21.0, "every counter series exists at 0");
+    let series = SUBSETS.len() * (REASONS.len() + all_classes().len()) + RULES.len();
+    assert_eq!(
+        prom.value(counts),
+        series as f64,
+        "every counter series exists at 0"
+    );
 
     let traffic = send_traffic(&mut envoy);
     let total = traffic.total();

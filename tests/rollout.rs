@@ -345,7 +345,7 @@ fn assert_rest_untouched(run: &Run) {
     }
 }
 
-const SUCCESS_QUERY: &str = r#"sum(rate(canary_responses{subset="v2",class!="5xx"}[1m])) / sum(rate(canary_responses{subset="v2"}[1m]))"#;
+const SUCCESS_QUERY: &str = r#"sum(rate(canary_responses{subset="v2",class!~"5xx|grpc_error"}[1m])) / sum(rate(canary_responses{subset="v2"}[1m]))"#;
 const LATENCY_QUERY: &str = r#"histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{subset="v2"}[1m])))"#;
 const SHARE_QUERY: &str =
     r#"sum(rate(canary_requests{subset="v2"}[1m])) / sum(rate(canary_requests[1m]))"#;
@@ -639,7 +639,7 @@ fn selector_goes_into_every_query() {
     assert_eq!(run.code(), 0, "{}", run.explain());
     let queries = prom.queries.lock().unwrap().clone();
     let success = format!(
-        r#"sum(rate(canary_responses{{subset="v2",class!="5xx",{sel}}}[1m])) / sum(rate(canary_responses{{subset="v2",{sel}}}[1m]))"#
+        r#"sum(rate(canary_responses{{subset="v2",class!~"5xx|grpc_error",{sel}}}[1m])) / sum(rate(canary_responses{{subset="v2",{sel}}}[1m]))"#
     );
     let latency = format!(
         r#"histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{{subset="v2",{sel}}}[1m])))"#
