@@ -92,13 +92,25 @@ lint: wasm
 unit:
 	cargo test --lib --bins --features internals $(CARGO_TEST_FLAGS)
 
-integration: wasm native envoy prometheus
+integration: wasm native envoy prometheus grpcio
 	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 	@$(ISTIO_CHECK_DEPS)
-	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
+	CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" GRPC_PYTHON="$(CURDIR)/$(VENV)/bin/python" \
 	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
-	CANARY_HOST=native CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" \
+	CANARY_HOST=native CANARY_WASM="$(CURDIR)/$(WASM)" ENVOY_BIN="$(envoy-bin)" GRPC_PYTHON="$(CURDIR)/$(VENV)/bin/python" \
 	  cargo test --no-fail-fast --features internals --test '*' $(CARGO_TEST_FLAGS) -- --test-threads 2
+
+## grpcio: PyPI grpcio in .venv, for tests/grpc.rs: a real gRPC server and client
+## (tests/grpc/*.py) talking HTTP/2 through Envoy. Once per version (stamp file);
+## after the envoy step, which may create the same .venv (safe under make -j).
+.PHONY: grpcio
+GRPCIO_VERSION := 1.85.3
+GRPCIO_STAMP := $(VENV)/.grpcio-$(GRPCIO_VERSION)
+grpcio: $(GRPCIO_STAMP)
+$(GRPCIO_STAMP): | $(ENVOY_STAMP)
+	@[ -x $(VENV)/bin/pip ] || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check grpcio==$(GRPCIO_VERSION)
+	@touch $@
 
 ## native: the filter as an Envoy dynamic module (docs/native.md): $(NATIVE_LIB) for
 ## x86_64 Linux, built for and tested with Envoy $(ENVOY_VERSION) (one build per Envoy

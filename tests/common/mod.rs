@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod faults;
+pub mod grpc;
 pub mod host;
 pub mod istio;
 pub mod pin;
@@ -131,6 +132,8 @@ pub struct Opts {
     pub stats_config: Option<String>,
     /// Make the v2 upstream misbehave ([`faults::V2Fault`]).
     pub v2_fault: faults::V2Fault,
+    /// Route the gRPC test service to these HTTP/2 upstreams ([`grpc`]).
+    pub grpc: Option<grpc::GrpcUpstreams>,
 }
 
 impl Default for Opts {
@@ -143,6 +146,7 @@ impl Default for Opts {
             ecds_dir: None,
             stats_config: None,
             v2_fault: faults::V2Fault::None,
+            grpc: None,
         }
     }
 }
@@ -174,6 +178,10 @@ impl Opts {
     }
     pub fn stats_config(mut self, yaml: String) -> Self {
         self.stats_config = Some(yaml);
+        self
+    }
+    pub fn grpc(mut self, upstreams: grpc::GrpcUpstreams) -> Self {
+        self.grpc = Some(upstreams);
         self
     }
 }
@@ -436,6 +444,9 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
             _ => String::new(),
         };
         y = format!("{}{entry}{}", &y[..s], &y[e..]);
+    }
+    if let Some(up) = &opts.grpc {
+        y = grpc::add_grpc_upstreams(&y, up);
     }
     y.push_str(host::bootstrap_extra());
     y
@@ -1247,7 +1258,17 @@ pub fn bearer(token: &str) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 
 pub const REASONS: [&str; 5] = ["rule", "hash", "pin", "random", "fallback"];
-pub const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// Every `class` of the responses counters: the HTTP status classes, then the
+/// gRPC outcomes (src/labels.rs); each subset has all of them from configure time.
+pub const CLASSES: [&str; 7] = [
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "grpc_ok",
+    "grpc_error",
+    "grpc_other",
+];
 
 /// The filter's names encode labels as Istio does (`subset=.=v2;.;`, src/metrics.rs),
 /// under [`stats_prefix`] (`wasmcustom.` for the Wasm build).
