@@ -45,8 +45,6 @@ pub struct Plan {
     pub cohort: Option<Cohort>,
     /// Which gRPC codes are failures (`grpc`).
     pub grpc: crate::grpc::GrpcPolicy,
-    /// The `content-type` header's slot: it tells a gRPC call.
-    pub content_type: usize,
 }
 
 /// The baggage members this filter writes: the bucket, and a subset a rule

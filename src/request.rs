@@ -132,6 +132,8 @@ pub trait ClaimSource {
     fn verified_payload(&self, metadata_key: &str) -> Lookup<Payload>;
 }
 
+const CONTENT_TYPE: &[u8] = b"content-type";
+
 /// The request headers as Envoy lists them: lowercase names, raw value bytes.
 pub type HeaderList = Vec<(String, Vec<u8>)>;
 
@@ -163,6 +165,9 @@ pub struct Request<'r, C> {
     /// That header's value (borrowed), and how many copies the request carried.
     claims_value: Option<&'r [u8]>,
     claims_copies: u32,
+    /// The first `content-type`: it tells a gRPC call, whatever the
+    /// configuration reads.
+    content_type: Option<&'r [u8]>,
 }
 
 impl<'r, C: ClaimSource> Request<'r, C> {
@@ -206,6 +211,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             },
             claims_value: None,
             claims_copies: 0,
+            content_type: None,
         };
         let Ok(headers) = headers else {
             return request;
@@ -220,11 +226,22 @@ impl<'r, C: ClaimSource> Request<'r, C> {
                     request.claims_value = Some(value);
                 }
             }
+            if name.len() == CONTENT_TYPE.len()
+                && request.content_type.is_none()
+                && crate::slots::same_name(name, CONTENT_TYPE)
+            {
+                request.content_type = Some(value);
+            }
             if let Some(slot) = slots.header_slot(name) {
                 request.index_header(slot, value);
             }
         }
         request
+    }
+
+    /// The request's `content-type`, if it has one.
+    pub fn content_type(&self) -> Option<&'r [u8]> {
+        self.content_type
     }
 
     fn index_header(&mut self, slot: usize, value: &'r [u8]) {

@@ -320,6 +320,8 @@ def send(conn: http.client.HTTPConnection, first: int, count: int, tokens: list[
         headers = run.request_headers(i, tokens)
         if "cohort" in name:
             headers["baggage"] = run.cohort_baggage(i)
+        if name.endswith("-grpc"):
+            headers["content-type"] = "application/grpc"
         conn.request("GET", "/", headers=headers)
         resp = conn.getresponse()
         resp.read()

@@ -86,7 +86,12 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # typical config, loaded from target/native/. `make bench` builds it first (`make
 # native`), and it is measured by default whenever the library is there; run by
 # hand without it, the benchmark runs without that listener and its targets.
-OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh"]
+OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh",
+                      "canary-router-grpc"]
+# canary-router-grpc: the typical config, every request a gRPC call
+# (`content-type: application/grpc`) whose upstream answers with `grpc-status: 0`
+# in the response headers (direct_response cannot send trailers): the price of
+# telling a gRPC call and reading its status. Opt-in, for bench-profile.
 # canary-router-cohort-edge / -mesh: the typical config with a `cohort` block
 # (docs/configuration.md, "Cohorts"), at the edge (client cohort members removed,
 # the bucket written into baggage) and inside the mesh (the bucket read from
@@ -557,6 +562,10 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         if mesh:
             config["sticky"]["keys"].insert(0, {"baggage": "canary-bucket"})
         return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
+    if name == "canary-router-grpc":
+        config = plugin_config(False)
+        config["metrics_prefix"] = stat_prefix(name)
+        return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
     if name == "canary-router-metadata":
         return [wasm_filter(name, filter_wasm,
                             json.dumps(plugin_config(False, "verified")))], header_routes()
@@ -633,8 +642,17 @@ def upstream_config(ports: dict) -> dict:
                     "route_config": {"name": subset, "virtual_hosts": [{
                         "name": subset, "domains": ["*"],
                         "response_headers_to_add": [{"header": {"key": "x-served-by", "value": subset}}],
-                        "routes": [{"match": {"prefix": "/"}, "direct_response": {
-                            "status": 200, "body": {"inline_string": f"{subset}\n"}}}]}]},
+                        "routes": [
+                            # gRPC calls (canary-router-grpc) get their status in
+                            # the headers, as a trailers-only response carries it.
+                            {"match": {"prefix": "/", "headers": [{
+                                "name": "content-type",
+                                "string_match": {"exact": "application/grpc"}}]},
+                             "response_headers_to_add": [
+                                 {"header": {"key": "grpc-status", "value": "0"}}],
+                             "direct_response": {"status": 200}},
+                            {"match": {"prefix": "/"}, "direct_response": {
+                                "status": 200, "body": {"inline_string": f"{subset}\n"}}}]}]},
                     "http_filters": [ROUTER],
                 }}]}],
         }

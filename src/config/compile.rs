@@ -201,7 +201,6 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .map(|g| compile_grpc(&g))
         .transpose()?
         .unwrap_or_default();
-    let content_type = slots.intern_header("content-type");
     let mut rule_name_list = Vec::with_capacity(rules.len());
     for rule in &rules {
         rule_name_list.push(rule.name.clone());
@@ -234,7 +233,6 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         goals,
         cohort,
         grpc,
-        content_type,
     };
     Ok(Loaded { plan, warnings })
 }

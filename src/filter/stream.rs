@@ -15,7 +15,7 @@ use crate::decide::{decide_with, Conditions, Decision, Entropy};
 use crate::formats::baggage::Merged;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
-use crate::request::{ClaimSource, Lookup, LookupError, Request, RequestView};
+use crate::request::{ClaimSource, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
 
 pub struct FilterStream {
@@ -155,10 +155,9 @@ impl FilterStream {
                 .decision_header
                 .as_ref()
                 .is_some_and(|header| header.reveals(&request));
-            let grpc = matches!(
-                request.header(plan.content_type),
-                Ok(Some(value)) if crate::grpc::is_grpc_content_type(value)
-            );
+            let grpc = request
+                .content_type()
+                .is_some_and(crate::grpc::is_grpc_content_type);
             (decision, goals, baggage, reveal, grpc)
         };
         self.reveal = reveal;
