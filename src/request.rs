@@ -147,6 +147,9 @@ pub struct Request<'r, C> {
     /// `false` when the host could not list the headers: every header, cookie
     /// and unverified-claim read then fails, and the decision falls back.
     listed: bool,
+    /// A `content-type` says gRPC ([`crate::grpc::is_grpc_content_type`]),
+    /// whatever the configuration reads.
+    grpc: bool,
     /// The first value of each header slot.
     headers: SlotValues<'r>,
     /// The later values of the headers that occur more than once, by slot, in
@@ -165,9 +168,6 @@ pub struct Request<'r, C> {
     /// That header's value (borrowed), and how many copies the request carried.
     claims_value: Option<&'r [u8]>,
     claims_copies: u32,
-    /// The first `content-type`: it tells a gRPC call, whatever the
-    /// configuration reads.
-    content_type: Option<&'r [u8]>,
 }
 
 impl<'r, C: ClaimSource> Request<'r, C> {
@@ -198,6 +198,7 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             jwt,
             claims,
             listed: headers.is_ok(),
+            grpc: false,
             headers: SlotValues::default(),
             repeats: Vec::new(),
             joined: Vec::new(),
@@ -211,7 +212,6 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             },
             claims_value: None,
             claims_copies: 0,
-            content_type: None,
         };
         let Ok(headers) = headers else {
             return request;
@@ -226,11 +226,8 @@ impl<'r, C: ClaimSource> Request<'r, C> {
                     request.claims_value = Some(value);
                 }
             }
-            if name.len() == CONTENT_TYPE.len()
-                && request.content_type.is_none()
-                && crate::slots::same_name(name, CONTENT_TYPE)
-            {
-                request.content_type = Some(value);
+            if name.len() == CONTENT_TYPE.len() && crate::slots::same_name(name, CONTENT_TYPE) {
+                request.grpc |= crate::grpc::is_grpc_content_type(value);
             }
             if let Some(slot) = slots.header_slot(name) {
                 request.index_header(slot, value);
@@ -239,9 +236,9 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         request
     }
 
-    /// The request's `content-type`, if it has one.
-    pub fn content_type(&self) -> Option<&'r [u8]> {
-        self.content_type
+    /// Whether the request is a gRPC call (its `content-type`).
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
     }
 
     fn index_header(&mut self, slot: usize, value: &'r [u8]) {

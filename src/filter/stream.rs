@@ -24,18 +24,26 @@ pub struct FilterStream {
     /// This request's decision, for the response side (counters, pin, header).
     decision: Option<Decision>,
     /// When the request reached the filter, host nanoseconds (enforce mode
-    /// only): the latency histogram and the brake's p99 limit.
+    /// only): the latency histogram and the brake's p99 limit. While a gRPC
+    /// call waits for its status in the trailers: the latency in ms measured at
+    /// its response headers (one field, so plain HTTP requests carry no more
+    /// state than before).
     started_ns: Option<u64>,
     /// The goals this request matched (bit `i`: goal `i`), counted when the
     /// response completes them.
     goals: u64,
     /// The response may carry the decision header (`decision_header.match`).
     reveal: bool,
-    /// The request is a gRPC call: its outcome is its `grpc-status`.
-    grpc: bool,
-    /// A gRPC call whose status comes in the trailers: the latency measured at
-    /// the response headers, kept for the brake until then.
-    awaiting_trailers: Option<Option<u64>>,
+    /// Whether the request is a gRPC call, and whether its status is awaited
+    /// in the trailers.
+    grpc: GrpcCall,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GrpcCall {
+    No,
+    Yes,
+    AwaitingTrailers,
 }
 
 /// Keyless draws from the instance's generator; pin ids from the host's
@@ -97,8 +105,7 @@ impl FilterStream {
             started_ns: None,
             goals: 0,
             reveal: false,
-            grpc: false,
-            awaiting_trailers: None,
+            grpc: GrpcCall::No,
         }
     }
 
@@ -155,9 +162,11 @@ impl FilterStream {
                 .decision_header
                 .as_ref()
                 .is_some_and(|header| header.reveals(&request));
-            let grpc = request
-                .content_type()
-                .is_some_and(crate::grpc::is_grpc_content_type);
+            let grpc = if request.is_grpc() {
+                GrpcCall::Yes
+            } else {
+                GrpcCall::No
+            };
             (decision, goals, baggage, reveal, grpc)
         };
         self.reveal = reveal;
@@ -225,12 +234,13 @@ impl FilterStream {
         let plan = &active.plan;
         if plan.mode == Mode::Enforce {
             if let Ok(Some(status)) = host.response_status() {
-                let class = if self.grpc {
+                let grpc = self.grpc != GrpcCall::No;
+                let class = if grpc {
                     self.grpc_class_at_headers(host, active, &status)
                 } else {
                     ResponseClass::from_status(&status)
                 };
-                if class.is_some() || self.grpc {
+                if class.is_some() || grpc {
                     let now_ns = host.now_ns().ok();
                     let latency_ms = self
                         .started_ns
@@ -241,7 +251,10 @@ impl FilterStream {
                     }
                     match class {
                         Some(class) => self.count_outcome(host, active, class, now_ns, latency_ms),
-                        None => self.awaiting_trailers = Some(latency_ms),
+                        None => {
+                            self.grpc = GrpcCall::AwaitingTrailers;
+                            self.started_ns = latency_ms;
+                        }
                     }
                 }
             }
@@ -263,9 +276,11 @@ impl FilterStream {
     /// The response trailers arrived: a gRPC call's status, when its headers
     /// had none.
     pub fn on_response_trailers(&mut self, host: &impl Host) {
-        let Some(latency_ms) = self.awaiting_trailers.take() else {
+        if self.grpc != GrpcCall::AwaitingTrailers {
             return;
-        };
+        }
+        self.grpc = GrpcCall::Yes;
+        let latency_ms = self.started_ns.take();
         let Some(active) = &self.active else {
             return;
         };
