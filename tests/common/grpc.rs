@@ -236,6 +236,8 @@ pub struct Call {
     pub metadata: Vec<(String, String)>,
     /// The client's deadline in seconds (default 20).
     pub timeout: Option<f64>,
+    /// Cancel the call from the client after this many seconds.
+    pub cancel_after: Option<f64>,
 }
 
 impl Call {
@@ -257,6 +259,10 @@ impl Call {
     }
     pub fn timeout(mut self, seconds: f64) -> Call {
         self.timeout = Some(seconds);
+        self
+    }
+    pub fn cancel_after(mut self, seconds: f64) -> Call {
+        self.cancel_after = Some(seconds);
         self
     }
     /// Ask the server to end with `code` (a gRPC status name), sent as `mode`
@@ -332,6 +338,7 @@ impl GrpcClient {
                     "method": c.method,
                     "metadata": c.metadata.iter().map(|(k, v)| [k, v]).collect::<Vec<_>>(),
                     "timeout": c.timeout.unwrap_or(20.0),
+                    "cancel_after": c.cancel_after,
                 });
                 text.push_str(&req.to_string());
                 text.push('\n');

@@ -7,10 +7,12 @@ Reads one JSON object per line on stdin and answers one JSON line per call on
 stdout, in order:
 
   {"method": "Call" | "Stream", "metadata": [["x-user-id", "alice"], ...],
-   "payload": "ping", "timeout": 20}
+   "payload": "ping", "timeout": 20, "cancel_after": null}
   -> {"code": "OK" | "UNAVAILABLE" | ..., "details": "...",
       "initial": {name: value}, "trailing": {name: value}, "messages": n}
 
+`cancel_after` (seconds) cancels the call from the client, well inside its
+deadline, so that no side's deadline can answer first with DEADLINE_EXCEEDED.
 `initial` is the metadata of the response's first HEADERS frame (empty for a
 trailers-only response), `trailing` that of its trailers. Calls take turns
 over `--channels` channels (HTTP/2 connections), opened at start. The client
@@ -20,6 +22,7 @@ exits when its stdin closes.
 import argparse
 import json
 import sys
+import threading
 
 import grpc
 
@@ -54,17 +57,23 @@ def main():
         method = req.get("method", "Call")
         md = [(k, v) for k, v in req.get("metadata", [])]
         timeout = req.get("timeout", 20)
+        cancel_after = req.get("cancel_after")
         payload = req.get("payload", "ping").encode()
         out = {"messages": 0}
         if method == "Call":
             stub = ch.unary_unary(SERVICE + "Call")
+            call = stub.future(payload, metadata=md, timeout=timeout)
+            if cancel_after is not None:
+                threading.Timer(cancel_after, call.cancel).start()
             try:
-                _, call = stub.with_call(payload, metadata=md, timeout=timeout)
+                call.result()
                 out["messages"] = 1
-            except grpc.RpcError as e:
-                call = e
+            except (grpc.RpcError, grpc.FutureCancelledError):
+                pass
         elif method == "Stream":
             call = ch.unary_stream(SERVICE + "Stream")(payload, metadata=md, timeout=timeout)
+            if cancel_after is not None:
+                threading.Timer(cancel_after, call.cancel).start()
             try:
                 for _ in call:
                     out["messages"] += 1
