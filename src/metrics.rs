@@ -19,6 +19,7 @@
 //! | `canary.subset=.=v2;.;brake_tripped` (gauge)                | `canary_brake_tripped{subset}`                   |
 //! | `canary.wasm_memory_bytes` (gauge)                          | `canary_wasm_memory_bytes`                       |
 //! | `canary.cohort_overflows`                                   | `canary_cohort_overflows`                        |
+//! | `canary.skipped`                                            | `canary_skipped`                                 |
 
 use crate::labels::{Reason, ResponseClass};
 
@@ -54,6 +55,9 @@ pub struct MetricNames {
     /// Requests whose cohort was not written into baggage: it would have broken
     /// a W3C limit (8,192 bytes, 180 members). Only with a `cohort` block.
     pub cohort_overflows: Option<String>,
+    /// Requests outside the instance's `scope`, passed through untouched. Only
+    /// with a `scope`.
+    pub skipped: Option<String>,
     /// The stats prefix itself.
     pub prefix: String,
 }
@@ -124,6 +128,7 @@ impl MetricNames {
             prefix: prefix.to_owned(),
             wasm_memory: format!("{prefix}.wasm_memory_bytes"),
             cohort_overflows: Some(format!("{prefix}.cohort_overflows")),
+            skipped: Some(format!("{prefix}.skipped")),
             weight_bp,
             durations,
             requests: requests(&format!("{prefix}.")),

@@ -45,6 +45,9 @@ pub struct Plan {
     pub cohort: Option<Cohort>,
     /// Which gRPC codes are failures (`grpc`).
     pub grpc: crate::grpc::GrpcPolicy,
+    /// The requests this instance decides (`scope`); the others pass through
+    /// untouched. `None`: every request.
+    pub scope: Option<Condition>,
 }
 
 /// The baggage members this filter writes: the bucket, and a subset a rule

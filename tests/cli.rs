@@ -838,3 +838,51 @@ fn explain_says_who_sees_a_gated_decision_header() {
         serde_json::json!({"name": "x-canary-decision", "shown": false})
     );
 }
+
+#[test]
+fn explain_says_a_request_outside_the_scope_passes_through() {
+    if common::wasm_only("the CLI, checked in the Wasm run") {
+        return;
+    }
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string("envoy/canary.json").unwrap()).unwrap();
+    config["scope"] = serde_json::json!({"host": {"exact": "api.example.com"}});
+    let path = write_config("scoped.json", &config);
+    let path = path.to_str().unwrap();
+    let explain = |host: &str, json: bool| {
+        let mut args = vec![
+            "explain",
+            "--config",
+            path,
+            "--host",
+            host,
+            "-H",
+            "x-canary: always",
+        ];
+        if json {
+            args.push("--json");
+        }
+        let o = cli(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let inside = explain("api.example.com", false);
+    assert!(inside.contains("subset:   v2\n"), "{inside}");
+    let outside = explain("shop.example.com", false);
+    assert_eq!(
+        outside,
+        "outside scope: passed through untouched (no routing header written or removed; \
+         counted in canary_skipped)\n"
+    );
+    let v: Value = serde_json::from_str(&explain("shop.example.com", true)).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"scope": "outside", "counted": "canary_skipped"})
+    );
+    // A typo in the scope is refused, naming the field.
+    config["scope"] = serde_json::json!({"hots": {"exact": "api.example.com"}});
+    let bad = write_config("scoped-bad.json", &config);
+    let o = cli(&["check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("config: scope"), "{}", stderr(&o));
+}

@@ -49,6 +49,7 @@ const TOP_FIELDS: &[&str] = &[
     "goals",
     "cohort",
     "grpc",
+    "scope",
 ];
 const PIN_FIELDS: &[&str] = &[
     "name",
@@ -196,6 +197,10 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .object("cohort", COHORT_FIELDS)?
         .map(|c| compile_cohort(&c, &mut slots))
         .transpose()?;
+    let scope = top
+        .get("scope")
+        .map(|s| compile_condition(s, "scope".to_owned(), &mut slots))
+        .transpose()?;
     let grpc = top
         .object("grpc", &["failure_codes"])?
         .map(|g| compile_grpc(&g))
@@ -212,6 +217,9 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     let mut metrics = MetricNames::new(&metrics_prefix, &subsets, &rule_name_list, &goal_name_list);
     if cohort.is_none() {
         metrics.cohort_overflows = None;
+    }
+    if scope.is_none() {
+        metrics.skipped = None;
     }
     let plan = Plan {
         split: Split::new(&weights_bp, &seed),
@@ -233,6 +241,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         goals,
         cohort,
         grpc,
+        scope,
     };
     Ok(Loaded { plan, warnings })
 }

@@ -20,6 +20,7 @@ pub(crate) struct MetricIds {
     wasm_memory: Option<u32>,
     weight_bp: Vec<u32>,
     cohort_overflows: Option<u32>,
+    skipped: Option<u32>,
 }
 
 pub(crate) struct DefineError {
@@ -83,6 +84,10 @@ impl MetricIds {
                 Some(name) => Some(define(host, MetricKind::Counter, name)?),
                 None => None,
             },
+            skipped: match &names.skipped {
+                Some(name) => Some(define(host, MetricKind::Counter, name)?),
+                None => None,
+            },
         })
     }
 
@@ -120,6 +125,10 @@ impl MetricIds {
 
     pub fn cohort_overflow(&self) -> Option<u32> {
         self.cohort_overflows
+    }
+
+    pub fn skipped(&self) -> Option<u32> {
+        self.skipped
     }
 
     pub fn rule_match(&self, rule: usize) -> Option<u32> {

@@ -120,7 +120,7 @@ impl FilterStream {
         let plan = &active.plan;
         // The request borrows the host's headers, which a native host reads in
         // place from Envoy's header map: both are gone before the first write.
-        let (decision, goals, baggage, reveal, grpc) = {
+        let decided = {
             let headers = host.request_headers();
             let request = Request::from_pairs(
                 &plan.slots,
@@ -131,43 +131,58 @@ impl FilterStream {
                     .map(RequestHeaders::pairs)
                     .map_err(|_| LookupError),
             );
-            let brake_holds = || {
-                active
-                    .brake
+            // Outside this instance's scope: untouched, counted once. A scope
+            // that cannot be read is decided (the fallback also takes a
+            // client's routing header away).
+            let outside = plan
+                .scope
+                .as_ref()
+                .is_some_and(|scope| matches!(scope.matches(&request), Ok(false)));
+            if outside {
+                None
+            } else {
+                let brake_holds = || {
+                    active
+                        .brake
+                        .as_ref()
+                        .is_some_and(|state| state.is_tripped(host))
+                };
+                let decision = decide_with(
+                    plan,
+                    Conditions {
+                        split: &active.split.borrow(),
+                        brake_holds,
+                    },
+                    &request,
+                    &mut HostEntropy {
+                        rng: &self.rng,
+                        host,
+                    },
+                );
+                let goals = if plan.mode == Mode::Enforce && !plan.goals.is_empty() {
+                    crate::goals::matched(&plan.goals, &request)
+                } else {
+                    0
+                };
+                let baggage = plan
+                    .cohort
                     .as_ref()
-                    .is_some_and(|state| state.is_tripped(host))
-            };
-            let decision = decide_with(
-                plan,
-                Conditions {
-                    split: &active.split.borrow(),
-                    brake_holds,
-                },
-                &request,
-                &mut HostEntropy {
-                    rng: &self.rng,
-                    host,
-                },
-            );
-            let goals = if plan.mode == Mode::Enforce && !plan.goals.is_empty() {
-                crate::goals::matched(&plan.goals, &request)
-            } else {
-                0
-            };
-            let baggage = plan
-                .cohort
-                .as_ref()
-                .and_then(|cohort| crate::cohort::outgoing(plan, cohort, &decision, &request));
-            let reveal = plan
-                .decision_header
-                .as_ref()
-                .is_some_and(|header| header.reveals(&request));
-            let grpc = if request.is_grpc() {
-                GrpcCall::Yes
-            } else {
-                GrpcCall::No
-            };
-            (decision, goals, baggage, reveal, grpc)
+                    .and_then(|cohort| crate::cohort::outgoing(plan, cohort, &decision, &request));
+                let reveal = plan
+                    .decision_header
+                    .as_ref()
+                    .is_some_and(|header| header.reveals(&request));
+                let grpc = if request.is_grpc() {
+                    GrpcCall::Yes
+                } else {
+                    GrpcCall::No
+                };
+                Some((decision, goals, baggage, reveal, grpc))
+            }
+        };
+        let Some((decision, goals, baggage, reveal, grpc)) = decided else {
+            increment(host, active.metrics.skipped());
+            return;
         };
         self.reveal = reveal;
         self.grpc = grpc;

@@ -731,3 +731,85 @@ fn grpc_failure_codes_are_configurable_and_feed_the_brake() {
         2
     );
 }
+
+/// `scope`: requests outside it pass through untouched (the client's routing
+/// header too, left to the route table) and are counted once, as skipped; two
+/// instances with their own headers and prefixes each decide their own.
+#[test]
+fn each_instance_decides_only_its_scope_and_counts_the_rest_as_skipped() {
+    let api = r#"{"subsets": [{"name": "v1", "weight": 0}, {"name": "v2", "weight": 100}],
+      "header": "x-api-subset", "metrics_prefix": "api",
+      "scope": {"host": {"exact": "api.example.com"}}}"#;
+    let shop = r#"{"subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+      "header": "x-shop-subset", "metrics_prefix": "shop",
+      "scope": {"any": [{"host": {"exact": "shop.example.com"}}, {"path": {"prefix": "/shop/"}}]}}"#;
+    let api_host = FakeHost::new(api);
+    let shop_host = FakeHost::new(shop);
+    let mut a = FilterRoot::new(SplitMix64::new(1));
+    let mut b = FilterRoot::new(SplitMix64::new(2));
+    assert!(a.configure(&api_host) && b.configure(&shop_host));
+    // One request through both instances, in filter order; the routing headers
+    // and the metrics after it.
+    let through = |authority: &str, path: &str| {
+        let headers = vec![
+            (":authority".to_string(), authority.to_string()),
+            (":path".to_string(), path.to_string()),
+            ("x-api-subset".to_string(), "client".to_string()),
+            ("x-shop-subset".to_string(), "client".to_string()),
+        ];
+        for (root, host) in [(&a, &api_host), (&b, &shop_host)] {
+            *host.request_headers.borrow_mut() = headers.clone();
+            *host.response_status.borrow_mut() = Some("200".into());
+            let mut stream = root.stream();
+            stream.on_request_headers(host);
+            stream.on_response_headers(host);
+        }
+        (
+            api_host.request_header("x-api-subset").join(","),
+            shop_host.request_header("x-shop-subset").join(","),
+        )
+    };
+    assert_eq!(
+        through("api.example.com", "/"),
+        ("v2".into(), "client".into())
+    );
+    assert_eq!(
+        through("shop.example.com", "/"),
+        ("client".into(), "v1".into())
+    );
+    assert_eq!(
+        through("api.example.com:443", "/shop/cart"),
+        ("v2".into(), "v1".into()),
+        "overlapping scopes: each instance writes its own header"
+    );
+    assert_eq!(
+        through("other.example.com", "/"),
+        ("client".into(), "client".into()),
+        "a third host is untouched by both"
+    );
+    let m = |host: &FakeHost, name: &str| host.metric(name);
+    assert_eq!(m(&api_host, "api.skipped"), 2);
+    assert_eq!(m(&shop_host, "shop.skipped"), 2);
+    assert_eq!(
+        m(&api_host, "api.subset=.=v2;.;reason=.=hash;.;requests")
+            + m(&api_host, "api.subset=.=v2;.;reason=.=random;.;requests"),
+        2
+    );
+    assert_eq!(
+        m(&api_host, "api.subset=.=v2;.;class=.=2xx;.;responses"),
+        2,
+        "only the decided requests' responses"
+    );
+    assert_eq!(
+        m(&shop_host, "shop.subset=.=v1;.;class=.=2xx;.;responses"),
+        2
+    );
+    // Without a scope there is no skipped counter at all.
+    let plain = FakeHost::new(CONFIG);
+    FilterRoot::new(SplitMix64::new(1)).configure(&plain);
+    assert!(!plain
+        .metrics
+        .borrow()
+        .iter()
+        .any(|(name, _, _)| name.ends_with("skipped")));
+}

@@ -195,6 +195,23 @@ fn explain(
         JsonClaims(verified_claims),
         Ok(&header_list),
     );
+    // Outside the instance's `scope`: the filter passes it through untouched.
+    let outside = plan
+        .scope
+        .as_ref()
+        .is_some_and(|scope| matches!(scope.matches(&request), Ok(false)));
+    if outside {
+        let skipped = format!("{}_skipped", plan.metrics.prefix);
+        if as_json {
+            println!("{}", json!({"scope": "outside", "counted": skipped}));
+        } else {
+            println!(
+                "outside scope: passed through untouched (no routing header written or \
+                 removed; counted in {skipped})"
+            );
+        }
+        return Ok(());
+    }
     let mut entropy = SplitMix64::from_entropy().unwrap_or_else(|| SplitMix64::new(0x5eed));
     // The split in force now: a ramp's current step, as the proxy computes it.
     let now_ms = std::time::SystemTime::now()
