@@ -39,6 +39,8 @@ const APPLIED: &[&str] = &[
     "authorization-policy.yaml",
     "wasmplugin-gateway.yaml",
     "wasmplugin-sidecar.yaml",
+    "shop.yaml",
+    "wasmplugin-gateway-shop.yaml",
 ];
 /// Validated too, but installed with `istioctl install -f`, not applied.
 const NOT_APPLIED: &[&str] = &["mesh-stats.yaml", "kustomization.yaml"];
@@ -312,6 +314,12 @@ fn plugin_config_is_envoy_canary_json_with_production_gates() {
             all.push(gate.clone());
             rule["match"] = json!({ "all": all });
         }
+        // Each instance decides only for api (shop has its own plugin).
+        want["scope"] = if file.contains("sidecar") {
+            json!({"host": {"in": ["api", "api.api", "api.api.svc", "api.api.svc.cluster.local"]}})
+        } else {
+            json!({"host": {"exact": "api.example.com"}})
+        };
         if file.contains("sidecar") {
             // Inside the mesh: the gateway's cohort is trusted and read first.
             want["cohort"]["trust_incoming"] = json!(true);
@@ -695,4 +703,126 @@ fn flagger_templates_query_the_filter_series_of_the_canary() {
             );
         }
     }
+}
+
+/// The second service on the shared gateway: its own plugin, scoped to its own
+/// host, with its own routing header, counters and weights; its VirtualService
+/// routes on that header to the subsets its DestinationRule and Deployments
+/// define; and the two gateway plugins' scopes do not overlap.
+#[test]
+fn a_second_service_is_canaried_independently_on_the_shared_gateway() {
+    if common::wasm_only("the Istio manifests, which load the Wasm build") {
+        return;
+    }
+    let api = &one("WasmPlugin", "wasmplugin-gateway.yaml")["spec"];
+    let shop = &one("WasmPlugin", "wasmplugin-gateway-shop.yaml")["spec"];
+    assert_eq!(api["selector"], shop["selector"], "the same gateway pods");
+    assert_eq!(api["phase"], shop["phase"]);
+    assert_eq!(api["url"], shop["url"], "the same module");
+    let (a, s) = (&api["pluginConfig"], &shop["pluginConfig"]);
+    for field in ["header", "metrics_prefix"] {
+        assert_ne!(a[field], s[field], "each instance its own {field}");
+    }
+    assert_eq!(a["scope"], json!({"host": {"exact": "api.example.com"}}));
+    assert_eq!(s["scope"], json!({"host": {"exact": "shop.example.com"}}));
+    // Forcing rules gated as on api.
+    for rule in s["rules"].as_array().unwrap() {
+        assert!(
+            rule["subset"] == s["default_subset"] || needs_verified_claim(&rule["match"]),
+            "shop rule {} forces without a verified claim",
+            rule["name"]
+        );
+    }
+    // The filter accepts it.
+    let dir = std::env::temp_dir().join(format!("canary-istio-shop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shop.json");
+    std::fs::write(&path, s.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_canary-router"))
+        .args(["check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let header = s["header"].as_str().unwrap();
+    let subsets: BTreeSet<String> = s["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap().to_owned())
+        .collect();
+    let dr = one("DestinationRule", "shop.yaml");
+    let dr_subsets: BTreeSet<String> = dr["spec"]["subsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let name = x["name"].as_str().unwrap().to_owned();
+            assert_eq!(x["labels"], json!({"version": name}));
+            name
+        })
+        .collect();
+    assert_eq!(
+        subsets, dr_subsets,
+        "plugin subsets = DestinationRule subsets"
+    );
+    let service = one("Service", "shop.yaml");
+    assert_eq!(service["spec"]["selector"], json!({"app": "shop"}));
+    assert_eq!(
+        dr["spec"]["host"],
+        json!(format!(
+            "{}.{}.svc.cluster.local",
+            service["metadata"]["name"].as_str().unwrap(),
+            service["metadata"]["namespace"].as_str().unwrap()
+        ))
+    );
+    let deployed: BTreeSet<String> = find("Deployment", "shop.yaml")
+        .into_iter()
+        .map(|d| {
+            let labels = &d["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(labels["app"], "shop");
+            labels["version"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(subsets, deployed, "a Deployment per subset");
+
+    let vs = one("VirtualService", "shop.yaml");
+    assert_eq!(strings(&vs["spec"]["hosts"]), ["shop.example.com"]);
+    let gw = one("Gateway", "shop.yaml");
+    assert_eq!(gw["spec"]["selector"], json!({"istio": "ingressgateway"}));
+    assert_eq!(
+        strings(&gw["spec"]["servers"][0]["hosts"]),
+        ["shop.example.com"]
+    );
+    assert_eq!(
+        strings(&vs["spec"]["gateways"]),
+        [gw["metadata"]["name"].as_str().unwrap()]
+    );
+    let routes = vs["spec"]["http"].as_array().unwrap();
+    let (last, matched) = routes.split_last().unwrap();
+    let mut seen = BTreeSet::new();
+    for route in matched {
+        let value = route["match"][0]["headers"][header]["exact"]
+            .as_str()
+            .unwrap_or_else(|| panic!("route does not match {header}: {route}"));
+        assert_eq!(route["route"][0]["destination"]["subset"], value);
+        assert_eq!(route["route"][0]["destination"]["host"], dr["spec"]["host"]);
+        seen.insert(value.to_owned());
+    }
+    assert_eq!(seen, subsets, "one route per subset on {header}");
+    assert!(last.get("match").is_none());
+    assert_eq!(
+        last["route"][0]["destination"]["subset"],
+        s["default_subset"]
+    );
+    // The api side does not claim shop's host, and the other way round.
+    let api_gw = one("Gateway", "gateway.yaml");
+    assert!(
+        !strings(&api_gw["spec"]["servers"][0]["hosts"]).contains(&"shop.example.com".to_owned())
+    );
 }

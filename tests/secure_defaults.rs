@@ -29,8 +29,11 @@ use serde_json::json;
 /// weights' ~10 % cannot be confused.
 const USERS: usize = 200;
 
+/// The request headers, for the host the shipped gateway plugin is scoped to.
 fn h<'a>(pairs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a [u8])> {
-    pairs.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
+    std::iter::once(("host", &b"api.example.com"[..]))
+        .chain(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
+        .collect()
 }
 
 fn token(claims_json: serde_json::Value) -> String {
