@@ -4,7 +4,8 @@
 # For each step the canary weight is set in spec.pluginConfig.subsets (a JSON merge
 # patch of that one field: Istio pushes the new config to the proxies, no restart),
 # then, before the next step, the script waits --pause and asks Prometheus, from the
-# filter's own series (the same in Istio and in plain Envoy, src/metrics.rs):
+# filter's own series (the same in Istio and in plain Envoy, src/metrics.rs; prefix
+# canary_, or --metrics-prefix for another instance):
 #   success rate  sum(rate(canary_responses{subset="C",class!~"5xx|grpc_error"}[W]))
 #                   / sum(rate(canary_responses{subset="C"}[W]))
 #   p99 (ms)      histogram_quantile(0.99, sum by (le)
@@ -41,6 +42,7 @@ MIN_SUCCESS="0.99"
 MAX_P99_MS="500"
 NAMESPACE="istio-system"
 PLUGIN="canary-router"
+METRICS_PREFIX="canary"
 PROMETHEUS="http://prometheus:9090"
 WINDOW="1m"
 STABLE="v1"
@@ -69,6 +71,9 @@ usage: istio/rollout.sh [options]
   --retry-delay D     wait between those retries (60s)
   --namespace NS      namespace of the WasmPlugin (istio-system)
   --plugin NAME       name of the WasmPlugin (canary-router)
+  --metrics-prefix P  the plugin's metrics_prefix: the series read are P_requests,
+                      P_responses, P_response_duration_ms_bucket (canary); a second
+                      service's instance on the same gateway has its own
   --prometheus URL    Prometheus base URL (http://prometheus:9090)
   --stable NAME       stable subset, takes the canary's share back (v1)
   --canary NAME       canary subset (v2)
@@ -104,6 +109,7 @@ while [[ $# -gt 0 ]]; do
     --retry-delay) RETRY_DELAY="$val" ;;
     --namespace) NAMESPACE="$val" ;;
     --plugin) PLUGIN="$val" ;;
+    --metrics-prefix) METRICS_PREFIX="$val" ;;
     --prometheus) PROMETHEUS="${val%/}" ;;
     --stable) STABLE="$val" ;;
     --canary) CANARY="$val" ;;
@@ -175,18 +181,22 @@ if selector:
 PY
 IFS=',' read -r -a STEP_LIST <<<"$STEPS"
 
+[[ "$METRICS_PREFIX" =~ ^[A-Za-z0-9_]{1,64}$ ]] \
+  || die_usage "--metrics-prefix: want 1-64 of [A-Za-z0-9_] (the plugin's metrics_prefix), got '$METRICS_PREFIX'"
+
 # The queries, from the filter's series only. SEL: the --selector matchers, added
 # inside every selector's braces.
 SEL="${SELECTOR%,}"
 SEL_TAIL="${SEL:+,$SEL}"
-ALL_REQUESTS="canary_requests"
-[[ -z "$SEL" ]] || ALL_REQUESTS="canary_requests{$SEL}"
-SUCCESS_QUERY="sum(rate(canary_responses{subset=\"$CANARY\",class!~\"5xx|grpc_error\"$SEL_TAIL}[$WINDOW])) / sum(rate(canary_responses{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW]))"
-LATENCY_QUERY="histogram_quantile(0.99, sum by (le) (rate(canary_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])))"
-SHARE_QUERY="sum(rate(canary_requests{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])) / sum(rate($ALL_REQUESTS[$WINDOW]))"
+P="$METRICS_PREFIX"
+ALL_REQUESTS="${P}_requests"
+[[ -z "$SEL" ]] || ALL_REQUESTS="${P}_requests{$SEL}"
+SUCCESS_QUERY="sum(rate(${P}_responses{subset=\"$CANARY\",class!~\"5xx|grpc_error\"$SEL_TAIL}[$WINDOW])) / sum(rate(${P}_responses{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW]))"
+LATENCY_QUERY="histogram_quantile(0.99, sum by (le) (rate(${P}_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])))"
+SHARE_QUERY="sum(rate(${P}_requests{subset=\"$CANARY\"$SEL_TAIL}[$WINDOW])) / sum(rate($ALL_REQUESTS[$WINDOW]))"
 # Asked only when a metric has no value: does the series exist at all?
-SUCCESS_SERIES="canary_responses{subset=\"$CANARY\"$SEL_TAIL}"
-LATENCY_SERIES="canary_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}"
+SUCCESS_SERIES="${P}_responses{subset=\"$CANARY\"$SEL_TAIL}"
+LATENCY_SERIES="${P}_response_duration_ms_bucket{subset=\"$CANARY\"$SEL_TAIL}"
 
 # The current WasmPlugin, read once: patches rewrite only the subsets' weights.
 PLUGIN_JSON=""

@@ -47,7 +47,24 @@ pub struct Plan {
     pub grpc: crate::grpc::GrpcPolicy,
     /// The requests this instance decides (`scope`); the others pass through
     /// untouched. `None`: every request.
-    pub scope: Option<Condition>,
+    pub scope: Option<Scope>,
+}
+
+/// `scope`, with slots of its own: a request outside it is read for the values
+/// the scope tests only, not for every rule and key (make bench-profile).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub condition: Condition,
+    pub slots: Slots,
+}
+
+impl Scope {
+    /// Whether this instance decides `request` (read with [`Scope::slots`]).
+    /// A scope that cannot be read is decided: the fallback then also takes a
+    /// client's routing header away.
+    pub fn excludes(&self, request: &impl RequestView) -> bool {
+        matches!(self.condition.matches(request), Ok(false))
+    }
 }
 
 /// The baggage members this filter writes: the bucket, and a subset a rule

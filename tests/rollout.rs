@@ -188,7 +188,12 @@ fn fake_prometheus_with(scenario: Scenario) -> FakePrometheus {
                 .map(percent_decode)
                 .unwrap_or_default();
             seen.lock().unwrap().push(query.clone());
-            let kind = kinds.iter().position(|(start, _)| query.starts_with(start));
+            // A second instance's series (--metrics-prefix shop) answer as
+            // the default prefix's.
+            let normalized = query.replace("shop_", "canary_");
+            let kind = kinds
+                .iter()
+                .position(|(start, _)| normalized.starts_with(start));
             let value = match kind {
                 Some(k) if path == "/api/v1/query" => {
                     asked[k] += 1;
@@ -822,4 +827,32 @@ fn rollback_on_request() {
     assert_eq!(run.patches(), [weights("100", "0")], "{}", run.explain());
     assert!(prom.queries.lock().unwrap().is_empty());
     assert_rest_untouched(&run);
+}
+
+/// A second service's instance on the same gateway has its own
+/// metrics_prefix: every query reads that prefix's series (its WasmPlugin is
+/// named by --plugin, as any).
+#[test]
+fn another_instance_is_read_by_its_own_metrics_prefix() {
+    if common::wasm_only("istio/rollout.sh patches an Istio WasmPlugin (no Envoy involved)") {
+        return;
+    }
+    let prom = good();
+    let run = rollout(&prom, &["--steps", "20,100", "--metrics-prefix", "shop"]);
+    assert_eq!(run.code(), 0, "{}", run.explain());
+    let queries = prom.queries.lock().unwrap().clone();
+    assert!(!queries.is_empty());
+    for q in &queries {
+        assert!(!q.contains("canary_"), "{q}");
+        assert!(q.contains("shop_"), "{q}");
+    }
+    assert!(queries
+        .iter()
+        .any(|q| q
+            .starts_with(r#"sum(rate(shop_responses{subset="v2",class!~"5xx|grpc_error"}[1m]))"#)));
+    let bad = rollout(&prom, &["--dry-run", "--metrics-prefix", "shop-x"]);
+    assert_eq!(bad.code(), 2, "{}", bad.explain());
+    assert!(bad
+        .stderr()
+        .contains("--metrics-prefix: want 1-64 of [A-Za-z0-9_]"));
 }

@@ -87,7 +87,11 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # native`), and it is measured by default whenever the library is there; run by
 # hand without it, the benchmark runs without that listener and its targets.
 OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh",
-                      "canary-router-grpc"]
+                      "canary-router-grpc", "canary-router-skipped"]
+# canary-router-skipped: the typical config with a `scope` the mix never matches
+# (host other.example.com): every request passes through untouched, counted in
+# bench_canary_router_skipped.skipped; what a request outside an instance's scope
+# costs it. Opt-in, for bench-profile; its routing check expects 0 % on v2.
 # canary-router-grpc: the typical config, every request a gRPC call
 # (`content-type: application/grpc`) whose upstream answers with `grpc-status: 0`
 # in the response headers (direct_response cannot send trailers): the price of
@@ -562,6 +566,11 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         if mesh:
             config["sticky"]["keys"].insert(0, {"baggage": "canary-bucket"})
         return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
+    if name == "canary-router-skipped":
+        config = plugin_config(False)
+        config["metrics_prefix"] = stat_prefix(name)
+        config["scope"] = {"host": {"exact": "other.example.com"}}
+        return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
     if name == "canary-router-grpc":
         config = plugin_config(False)
         config["metrics_prefix"] = stat_prefix(name)
@@ -832,11 +841,14 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
                       "native-module": {"qa", "beta", "staff"},
                       "canary-router-large": {"qa", "beta", "staff"},
                       "canary-router-composed": {"qa", "beta", "staff"},
-                      "canary-router-metadata": {"qa", "beta", "staff"}}[name]
+                      "canary-router-metadata": {"qa", "beta", "staff"},
+                      "canary-router-grpc": {"qa", "beta", "staff"},
+                      "canary-router-skipped": set()}.get(name, set())
         for rule in want_rules:
             if hit[rule] != "v2":
                 raise HarnessError(f"{name}: the {rule} request went to {hit[rule]}, not v2")
-        low, high = (0.0, 0.0) if name == "wasm-empty" else (0.05, 0.20)
+        low, high = ((0.0, 0.0) if name in ("wasm-empty", "canary-router-skipped")
+                     else (0.05, 0.20))
         if not low <= share <= high:
             raise HarnessError(f"{name}: {share:.1%} of the mix went to v2 "
                                f"(expected {low:.0%}..{high:.0%})")

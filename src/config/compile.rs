@@ -13,7 +13,7 @@ use crate::hash::FastMap;
 use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
-use crate::plan::{Cohort, DecisionHeader, Mode, Plan, StickyKey};
+use crate::plan::{Cohort, DecisionHeader, Mode, Plan, Scope, StickyKey};
 use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::rules::{Operator, Rule, RuleSet, Source};
@@ -197,10 +197,14 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         .object("cohort", COHORT_FIELDS)?
         .map(|c| compile_cohort(&c, &mut slots))
         .transpose()?;
-    let scope = top
-        .get("scope")
-        .map(|s| compile_condition(s, "scope".to_owned(), &mut slots))
-        .transpose()?;
+    let scope = match top.get("scope") {
+        None => None,
+        Some(value) => {
+            let mut slots = Slots::default();
+            let condition = compile_condition(value, "scope".to_owned(), &mut slots)?;
+            Some(Scope { condition, slots })
+        }
+    };
     let grpc = top
         .object("grpc", &["failure_codes"])?
         .map(|g| compile_grpc(&g))

@@ -122,25 +122,28 @@ impl FilterStream {
         // place from Envoy's header map: both are gone before the first write.
         let decided = {
             let headers = host.request_headers();
-            let request = Request::from_pairs(
-                &plan.slots,
-                &plan.jwt,
-                HostClaims(host),
+            let pairs = || {
                 headers
                     .as_ref()
                     .map(RequestHeaders::pairs)
-                    .map_err(|_| LookupError),
-            );
-            // Outside this instance's scope: untouched, counted once. A scope
-            // that cannot be read is decided (the fallback also takes a
-            // client's routing header away).
-            let outside = plan
-                .scope
-                .as_ref()
-                .is_some_and(|scope| matches!(scope.matches(&request), Ok(false)));
+                    .map_err(|_| LookupError)
+            };
+            // Outside this instance's scope: untouched, counted once. The scope
+            // reads its own few values first, so such a request costs this
+            // instance the scope test, not the rules' and keys' reading.
+            let outside = plan.scope.as_ref().is_some_and(|scope| {
+                scope.excludes(&Request::from_pairs(
+                    &scope.slots,
+                    &plan.jwt,
+                    HostClaims(host),
+                    pairs(),
+                ))
+            });
             if outside {
                 None
             } else {
+                let request =
+                    Request::from_pairs(&plan.slots, &plan.jwt, HostClaims(host), pairs());
                 let brake_holds = || {
                     active
                         .brake

@@ -189,17 +189,21 @@ fn explain(
     };
     // As Envoy lists them to the filter: its inline headers' repeats joined.
     let header_list: HeaderList = envoy_headers::as_envoy_lists(headers);
+    // Outside the instance's `scope`: the filter passes it through untouched.
+    let outside = plan.scope.as_ref().is_some_and(|scope| {
+        scope.excludes(&Request::new(
+            &scope.slots,
+            &plan.jwt,
+            JsonClaims(verified_claims.clone()),
+            Ok(&header_list),
+        ))
+    });
     let request = Request::new(
         &plan.slots,
         &plan.jwt,
         JsonClaims(verified_claims),
         Ok(&header_list),
     );
-    // Outside the instance's `scope`: the filter passes it through untouched.
-    let outside = plan
-        .scope
-        .as_ref()
-        .is_some_and(|scope| matches!(scope.matches(&request), Ok(false)));
     if outside {
         let skipped = format!("{}_skipped", plan.metrics.prefix);
         if as_json {
