@@ -12,7 +12,9 @@
 //! Only what a test needs differently is substituted in the shipped files: the
 //! four ports, the `.wasm` path, the plugin configuration (between the
 //! `BEGIN/END plugin_config` markers) and, on request, the `jwt_authn` filter
-//! (between the `BEGIN/END jwt_authn` markers) is dropped.
+//! (between the `BEGIN/END jwt_authn` markers) is dropped. A test that needs
+//! more (tests/scopes.rs: its own route table) edits the final text of either
+//! file ([`Opts::edit_main`], [`Opts::edit_backends`]).
 
 #![allow(
     dead_code,
@@ -134,6 +136,16 @@ pub struct Opts {
     pub v2_fault: faults::V2Fault,
     /// Route the gRPC test service to these HTTP/2 upstreams ([`grpc`]).
     pub grpc: Option<grpc::GrpcUpstreams>,
+    /// A second instance of the filter, right after the first in the HTTP
+    /// filter chain: (its name, its plugin configuration). Delivered by ECDS
+    /// only (needs [`Opts::ecds`]), as its own resource in its own file of the
+    /// same directory ([`ecds_file_named`]); push a new configuration with
+    /// [`write_ecds_named`].
+    pub second_instance: Option<(String, String)>,
+    /// Applied last to the main configuration (after every substitution above).
+    pub edit_main: Option<fn(String) -> String>,
+    /// Applied last to the backends' configuration.
+    pub edit_backends: Option<fn(String) -> String>,
 }
 
 impl Default for Opts {
@@ -147,6 +159,9 @@ impl Default for Opts {
             stats_config: None,
             v2_fault: faults::V2Fault::None,
             grpc: None,
+            second_instance: None,
+            edit_main: None,
+            edit_backends: None,
         }
     }
 }
@@ -182,6 +197,18 @@ impl Opts {
     }
     pub fn grpc(mut self, upstreams: grpc::GrpcUpstreams) -> Self {
         self.grpc = Some(upstreams);
+        self
+    }
+    pub fn second_instance(mut self, name: &str, plugin_config: &str) -> Self {
+        self.second_instance = Some((name.to_string(), plugin_config.to_string()));
+        self
+    }
+    pub fn edit_main(mut self, edit: fn(String) -> String) -> Self {
+        self.edit_main = Some(edit);
+        self
+    }
+    pub fn edit_backends(mut self, edit: fn(String) -> String) -> Self {
+        self.edit_backends = Some(edit);
         self
     }
 }
@@ -419,6 +446,10 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         let (s, e, _) = marked_block(&y, "jwt_authn", file);
         y = format!("{}{}", &y[..s], &y[e..]);
     }
+    assert!(
+        opts.second_instance.is_none() || (opts.with_wasm && opts.ecds_dir.is_some()),
+        "a second instance of the filter is delivered by ECDS only (Opts::ecds)"
+    );
     if !opts.with_wasm || opts.ecds_dir.is_some() || is_native() {
         // Cut the inline Wasm filter entry (from its `- name:` line up to the
         // router's): for harness self-checks, to load the filter by ECDS
@@ -431,7 +462,12 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
             Some(dir) if opts.with_wasm => {
                 write_ecds(dir, plugin_config);
                 let indent = &y[s..y[s..].find('-').unwrap() + s];
-                ecds_filter_entry(dir, indent)
+                let mut entry = ecds_filter_entry(dir, ECDS_NAME, indent);
+                if let Some((name, config)) = &opts.second_instance {
+                    write_ecds_named(dir, name, config);
+                    entry.push_str(&ecds_filter_entry(dir, name, indent));
+                }
+                entry
             }
             None if opts.with_wasm => {
                 let indent = &y[s..y[s..].find('-').unwrap() + s];
@@ -449,22 +485,34 @@ pub fn build_main_config(plugin_config: &str, opts: &Opts, ports: Ports) -> Stri
         y = grpc::add_grpc_upstreams(&y, up);
     }
     y.push_str(host::bootstrap_extra());
+    if let Some(edit) = opts.edit_main {
+        y = edit(y);
+    }
     y
 }
 
+/// The name of the (first) filter instance's ECDS resource.
+const ECDS_NAME: &str = "canary-router";
+
 /// The ECDS resource file in `dir`.
 pub fn ecds_file(dir: &Path) -> PathBuf {
-    dir.join("canary-router.json")
+    ecds_file_named(dir, ECDS_NAME)
 }
 
-/// The HTTP filter entry that loads the filter by ECDS from a watched file.
-fn ecds_filter_entry(dir: &Path, indent: &str) -> String {
+/// The file of the ECDS resource `name` in `dir` (one file per instance).
+pub fn ecds_file_named(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.json"))
+}
+
+/// The HTTP filter entry that loads the filter by ECDS (resource `name`) from
+/// a watched file.
+fn ecds_filter_entry(dir: &Path, name: &str, indent: &str) -> String {
     let entry = serde_json::json!({
-        "name": "canary-router",
+        "name": name,
         "config_discovery": {
             "config_source": {
                 "path_config_source": {
-                    "path": path_of(&ecds_file(dir)),
+                    "path": path_of(&ecds_file_named(dir, name)),
                     "watched_directory": {"path": path_of(dir)},
                 },
                 "resource_api_version": "V3",
@@ -479,29 +527,37 @@ fn ecds_filter_entry(dir: &Path, indent: &str) -> String {
 /// resource holding the filter with `plugin_config`, as a control plane
 /// would push it. Envoy picks the change up from the watched directory.
 pub fn write_ecds(dir: &Path, plugin_config: &str) {
+    write_ecds_named(dir, ECDS_NAME, plugin_config);
+}
+
+/// [`write_ecds`] for the instance whose ECDS resource is `name`
+/// ([`Opts::second_instance`]).
+pub fn write_ecds_named(dir: &Path, name: &str, plugin_config: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let resource = if is_native() {
         serde_json::json!({
             "resources": [{
                 "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-                "name": "canary-router",
+                "name": name,
                 "typed_config": host::dynamic_module_filter(plugin_config),
             }]
         })
     } else {
-        wasm_ecds_resource(plugin_config)
+        wasm_ecds_resource(name, plugin_config)
     };
-    let tmp = dir.join(".canary-router.json.tmp");
+    let tmp = dir.join(format!(".{name}.json.tmp"));
     std::fs::write(&tmp, resource.to_string()).unwrap();
-    std::fs::rename(&tmp, ecds_file(dir)).unwrap();
+    std::fs::rename(&tmp, ecds_file_named(dir, name)).unwrap();
 }
 
-/// The ECDS resource of the Wasm filter.
-fn wasm_ecds_resource(plugin_config: &str) -> serde_json::Value {
+/// The ECDS resource `name` of the Wasm filter: every instance has the same
+/// Wasm settings (plugin name, `root_id`, `vm_id`, code); only the plugin
+/// configuration differs.
+fn wasm_ecds_resource(name: &str, plugin_config: &str) -> serde_json::Value {
     serde_json::json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": "canary-router",
+            "name": name,
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": {
@@ -647,7 +703,10 @@ impl Envoy {
     fn spawn(&mut self) {
         self.starts += 1;
         let main = build_main_config(&self.plugin_config, &self.opts, self.ports);
-        let backends = faults::backends_with_fault(self.ports, self.opts.v2_fault);
+        let mut backends = faults::backends_with_fault(self.ports, self.opts.v2_fault);
+        if let Some(edit) = self.opts.edit_backends {
+            backends = edit(backends);
+        }
         let main_path = self.dir.join(format!("envoy-{}.yaml", self.starts));
         fs::write(&main_path, main).unwrap();
         self.log_path = self.dir.join(format!("envoy-{}.log", self.starts));
