@@ -329,11 +329,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     CONTINUE
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+/// Run a response-side hook of the stream's filter under the panic guard; a
+/// panic drops the filter for the rest of the stream.
+fn on_response(
+    hook: &str,
     filter_envoy_ptr: FilterEnvoyPtr,
     filter_module_ptr: *const c_void,
-    _end_of_stream: bool,
+    run: impl FnOnce(&mut FilterStream, &NativeHost),
 ) -> u32 {
     // SAFETY: as in `request_headers`.
     let Some(stream) = (unsafe { stream(filter_module_ptr) }) else {
@@ -343,14 +345,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         return CONTINUE;
     };
     let host = NativeHost::for_stream(&stream.config, filter_envoy_ptr);
-    if guard("http_filter_response_headers", || {
-        filter.on_response_headers(&host)
-    })
-    .is_none()
-    {
+    if guard(hook, || run(filter, &host)).is_none() {
         stream.filter = None;
     }
     CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy_ptr: FilterEnvoyPtr,
+    filter_module_ptr: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    on_response(
+        "http_filter_response_headers",
+        filter_envoy_ptr,
+        filter_module_ptr,
+        |filter, host| filter.on_response_headers(host),
+    )
 }
 
 /// A gRPC call's status in the response trailers.
@@ -359,22 +371,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     filter_envoy_ptr: FilterEnvoyPtr,
     filter_module_ptr: *const c_void,
 ) -> u32 {
-    // SAFETY: as in `request_headers`.
-    let Some(stream) = (unsafe { stream(filter_module_ptr) }) else {
-        return CONTINUE;
-    };
-    let Some(filter) = &mut stream.filter else {
-        return CONTINUE;
-    };
-    let host = NativeHost::for_stream(&stream.config, filter_envoy_ptr);
-    if guard("http_filter_response_trailers", || {
-        filter.on_response_trailers(&host)
-    })
-    .is_none()
-    {
-        stream.filter = None;
-    }
-    CONTINUE
+    on_response(
+        "http_filter_response_trailers",
+        filter_envoy_ptr,
+        filter_module_ptr,
+        |filter, host| filter.on_response_trailers(host),
+    )
 }
 
 #[no_mangle]
