@@ -48,6 +48,33 @@ pub struct Plan {
     /// The requests this instance decides (`scope`); the others pass through
     /// untouched. `None`: every request.
     pub scope: Option<Scope>,
+    /// How instances sharing this routing header tell who routed a request.
+    pub mark: RoutingMark,
+}
+
+/// Instances that share a routing header and overlap: the first in filter
+/// order that decides a request routes it. It leaves a mark in the stream's
+/// filter state (which no client can set); a later instance that finds its
+/// routing header present and marked passes the request through untouched,
+/// as if outside its scope. A header present without the mark is a client's
+/// copy, replaced as always.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingMark {
+    /// The routing header's slot: the mark is looked for only when the
+    /// header is present, so a lone instance pays no host call for it.
+    pub slot: usize,
+    /// The filter state key: `canary_router.routed.<header>`.
+    pub key: String,
+    /// The value left: this instance's metrics prefix.
+    pub by: String,
+    /// Whether this instance leaves the mark on what it routes: only a scoped
+    /// one (an unscoped instance decides everything it sees, so it can only
+    /// be the last on its header; it pays nothing for a mark no one reads).
+    pub leave: bool,
+}
+
+impl RoutingMark {
+    pub const KEY_PREFIX: &'static str = "canary_router.routed.";
 }
 
 /// `scope`, with slots of its own: a request outside it is read for the values

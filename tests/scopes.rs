@@ -534,3 +534,106 @@ fn two_instances_scoped_by_host_decide_count_and_reload_independently() {
         assert_eq!(got, vec![want as f64], "{series} at /stats/prometheus");
     }
 }
+
+/// Two instances on ONE routing header (`x-canary-subset`, the shipped route
+/// table), scopes overlapping: `api`, scoped to `api.example.com` (v2 30 %),
+/// first in filter order; `all`, unscoped (v2 70 %, another seed), after it.
+/// No early strip, as in Istio: client copies reach the filters.
+///
+/// - on `api.example.com` every user is where `api`'s weights put them, not
+///   `all`'s, with or without a forged copy of the header: the first instance
+///   that decides routes, and `all` counts the request skipped;
+/// - on any other host `all` decides, and replaces a forged copy although
+///   `api` (outside its scope) left it in place: a client cannot pass for the
+///   earlier instance;
+/// - each instance's counters are exact.
+#[test]
+fn on_a_shared_routing_header_the_first_instance_that_decides_routes() {
+    const USERS: usize = 500;
+    const ALL_RESOURCE: &str = "canary-router-all";
+    let config = |scope: Option<&str>, prefix: &str, v2: u32, seed: &str| {
+        let mut c = json!({
+            "metrics_prefix": prefix,
+            "subsets": [{"name": "v1", "weight": 100 - v2}, {"name": "v2", "weight": v2}],
+            "sticky": {"keys": [{"header": "x-user-id"}], "seed": seed},
+        });
+        if let Some(host) = scope {
+            c["scope"] = json!({"host": {"exact": host}});
+        }
+        c.to_string()
+    };
+    let expected = |user: &str, v2: u32, seed: &str| {
+        let b = u32::from(bucket_of(user.as_bytes(), seed_hash(seed)));
+        if b < (100 - v2) * 100 {
+            "v1"
+        } else {
+            "v2"
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!("canary-shared-{}-{nanos}", std::process::id()));
+    let _cleanup = RemoveDir(dir.clone());
+    let envoy = Envoy::start(
+        &config(Some(API.host), "api", 30, "shared-api"),
+        Opts::default()
+            .concurrency(2)
+            .without_early_strip()
+            .ecds(dir.clone())
+            .second_instance(ALL_RESOURCE, &config(None, "all", 70, "shared-all")),
+    );
+    let users: Vec<String> = (0..USERS).map(|i| format!("user-{i:04}")).collect();
+    let before = envoy.wasm_stats();
+    let mut client = envoy.client();
+    let mut disagree = 0;
+    let mut sent = BTreeMap::<(&str, &str), u64>::new();
+    for (i, u) in users.iter().enumerate() {
+        let forged = ["v1", "v2", "bogus"][i % 3];
+        for (host, prefix, v2, seed) in [
+            (API.host, "api", 30, "shared-api"),
+            (OTHER, "all", 70, "shared-all"),
+        ] {
+            let want = expected(u, v2, seed);
+            for copy in [None, Some(forged)] {
+                let mut headers = vec![("host", host), ("x-user-id", u.as_str())];
+                if let Some(v) = copy {
+                    headers.push(("x-canary-subset", v));
+                }
+                let r = client.get("/", &h(&headers));
+                assert_eq!(r.status, 200, "{host} {u}: {}", r.body_str());
+                assert_eq!(
+                    (r.served_by(), r.header("x-seen-subset").unwrap_or_default()),
+                    (want.to_string(), want.to_string()),
+                    "{host} {u} (client copy {copy:?}): routed by {prefix}'s weights"
+                );
+                *sent.entry((prefix, want)).or_default() += 1;
+            }
+        }
+        if expected(u, 30, "shared-api") != expected(u, 70, "shared-all") {
+            disagree += 1;
+        }
+    }
+    // The two instances' weights disagree for many users: the test tells which
+    // instance routed.
+    assert!(
+        disagree > USERS / 4,
+        "{disagree} of {USERS} users told apart"
+    );
+    let moved = delta(&before, &envoy.wasm_stats());
+    let per_host = 2 * USERS as u64;
+    let mut want = BTreeMap::from([(skipped("api"), per_host), (skipped("all"), per_host)]);
+    for ((prefix, subset), n) in &sent {
+        want.insert(requests_counter(prefix, subset, "hash"), *n);
+        want.insert(responses_counter(prefix, subset, "2xx"), *n);
+    }
+    assert_eq!(
+        moved, want,
+        "each instance counts what it routed, skips the rest"
+    );
+    eprintln!(
+        "shared header: {disagree} of {USERS} users on which the two instances' weights \
+         disagree; every request routed by the first instance that decided it; counters {moved:?}"
+    );
+}

@@ -13,7 +13,7 @@ use crate::hash::FastMap;
 use crate::labels::ResponseClass;
 use crate::metrics::MetricNames;
 use crate::pin::{PinCookie, SameSite};
-use crate::plan::{Cohort, DecisionHeader, Mode, Plan, Scope, StickyKey};
+use crate::plan::{Cohort, DecisionHeader, Mode, Plan, RoutingMark, Scope, StickyKey};
 use crate::ramp::{parse_hold, parse_rfc3339, Ramp, RampStep};
 use crate::request::JwtSource;
 use crate::rules::{Operator, Rule, RuleSet, Source};
@@ -222,9 +222,12 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     if cohort.is_none() {
         metrics.cohort_overflows = None;
     }
-    if scope.is_none() {
-        metrics.skipped = None;
-    }
+    let mark = RoutingMark {
+        slot: slots.intern_header(&header),
+        key: format!("{}{header}", RoutingMark::KEY_PREFIX),
+        by: metrics_prefix.clone(),
+        leave: scope.is_some(),
+    };
     let plan = Plan {
         split: Split::new(&weights_bp, &seed),
         metrics,
@@ -246,6 +249,7 @@ pub fn compile(config: &Value) -> Result<Loaded> {
         cohort,
         grpc,
         scope,
+        mark,
     };
     Ok(Loaded { plan, warnings })
 }

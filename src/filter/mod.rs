@@ -67,6 +67,12 @@ pub trait Host {
     fn set_response_header(&self, name: &str, value: &str) -> HostResult<()>;
     fn remove_response_header(&self, name: &str) -> HostResult<()>;
 
+    /// Whether this stream's filter state holds `key`. Filter state is shared
+    /// by every filter of one stream and no client can set it: the mark an
+    /// earlier instance leaves on a routing header it decided.
+    fn has_filter_state(&self, key: &str) -> HostResult<bool>;
+    fn set_filter_state(&self, key: &str, value: &str) -> HostResult<()>;
+
     /// Wall-clock time, Unix nanoseconds.
     fn now_ns(&self) -> HostResult<u64>;
     /// Unpredictable bytes (pin ids).

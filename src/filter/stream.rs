@@ -15,7 +15,7 @@ use crate::decide::{decide_with, Conditions, Decision, Entropy};
 use crate::formats::baggage::Merged;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
-use crate::request::{ClaimSource, Lookup, LookupError, Request};
+use crate::request::{ClaimSource, Lookup, LookupError, Request, RequestView};
 use crate::rng::SplitMix64;
 
 pub struct FilterStream {
@@ -139,11 +139,18 @@ impl FilterStream {
                     pairs(),
                 ))
             });
-            if outside {
+            let request = if outside {
                 None
             } else {
                 let request =
                     Request::from_pairs(&plan.slots, &plan.jwt, HostClaims(host), pairs());
+                // An earlier instance on this routing header routed it: its
+                // decision stands (see `RoutingMark`).
+                let marked = matches!(request.header(plan.mark.slot), Ok(Some(_)))
+                    && host.has_filter_state(&plan.mark.key).unwrap_or(false);
+                (!marked).then_some(request)
+            };
+            if let Some(request) = request {
                 let brake_holds = || {
                     active
                         .brake
@@ -181,6 +188,8 @@ impl FilterStream {
                     GrpcCall::No
                 };
                 Some((decision, goals, baggage, reveal, grpc))
+            } else {
+                None
             }
         };
         let Some((decision, goals, baggage, reveal, grpc)) = decided else {
@@ -208,6 +217,11 @@ impl FilterStream {
                     warn!("canary-router: cannot set {}: {status}", plan.header);
                     // At least no client-sent copy reaches the route table.
                     let _ = host.remove_request_header(&plan.header);
+                } else if plan.mark.leave {
+                    // Unmarked, a later instance on this header would take the
+                    // decision for a client's copy and replace it: the request
+                    // is still routed, by that instance.
+                    let _ = host.set_filter_state(&plan.mark.key, &plan.mark.by);
                 }
                 increment(
                     host,

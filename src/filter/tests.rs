@@ -29,6 +29,8 @@ struct FakeHost {
     /// Metric names by id, and values.
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     shared: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
+    /// The stream's filter state (one request at a time).
+    filter_state: RefCell<BTreeMap<String, String>>,
     clock_ns: Cell<u64>,
 }
 
@@ -132,6 +134,19 @@ impl Host for FakeHost {
         let mut headers = self.response_headers.borrow_mut();
         headers.retain(|(k, _)| k != name);
         headers.push((name.to_owned(), value.to_owned()));
+        Ok(())
+    }
+
+    fn has_filter_state(&self, key: &str) -> HostResult<bool> {
+        self.enter("has_filter_state")?;
+        Ok(self.filter_state.borrow().contains_key(key))
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> HostResult<()> {
+        self.enter("set_filter_state")?;
+        self.filter_state
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_owned());
         Ok(())
     }
 
@@ -759,6 +774,7 @@ fn each_instance_decides_only_its_scope_and_counts_the_rest_as_skipped() {
         ];
         for (root, host) in [(&a, &api_host), (&b, &shop_host)] {
             *host.request_headers.borrow_mut() = headers.clone();
+            host.filter_state.borrow_mut().clear();
             *host.response_status.borrow_mut() = Some("200".into());
             let mut stream = root.stream();
             stream.on_request_headers(host);
@@ -804,12 +820,105 @@ fn each_instance_decides_only_its_scope_and_counts_the_rest_as_skipped() {
         m(&shop_host, "shop.subset=.=v1;.;class=.=2xx;.;responses"),
         2
     );
-    // Without a scope there is no skipped counter at all.
+    // Without a scope the counter exists too (a later instance on a shared
+    // header skips what an earlier one routed), and a lone instance never
+    // moves it.
     let plain = FakeHost::new(CONFIG);
-    FilterRoot::new(SplitMix64::new(1)).configure(&plain);
-    assert!(!plain
+    let mut root = FilterRoot::new(SplitMix64::new(1));
+    assert!(root.configure(&plain));
+    *plain.request_headers.borrow_mut() = vec![("x-canary-subset".into(), "client".into())];
+    root.stream().on_request_headers(&plain);
+    assert_ne!(plain.request_header("x-canary-subset"), ["client"]);
+    assert!(plain
         .metrics
         .borrow()
         .iter()
-        .any(|(name, _, _)| name.ends_with("skipped")));
+        .any(|(name, _, value)| name == "canary.skipped" && *value == 0));
+}
+
+/// Two instances sharing one routing header, their scopes overlapping: the
+/// first in filter order that decides a request routes it (it leaves a mark
+/// in the stream's filter state); the later one leaves the header as written
+/// and counts the request skipped. A client's copy of the header carries no
+/// mark, so whichever instance decides replaces it.
+#[test]
+fn on_a_shared_header_the_first_instance_that_decides_routes() {
+    let first = r#"{"subsets": [{"name": "v1", "weight": 0}, {"name": "v2", "weight": 100}],
+      "metrics_prefix": "api", "scope": {"host": {"exact": "api.example.com"}}}"#;
+    let later = r#"{"subsets": [{"name": "v1", "weight": 100}, {"name": "v2", "weight": 0}],
+      "metrics_prefix": "all"}"#;
+    let (a_host, b_host) = (FakeHost::new(first), FakeHost::new(later));
+    let (mut a, mut b) = (
+        FilterRoot::new(SplitMix64::new(1)),
+        FilterRoot::new(SplitMix64::new(2)),
+    );
+    assert!(a.configure(&a_host) && b.configure(&b_host));
+    // One stream through both: its headers and filter state carried from the
+    // first instance's host to the second's. Returns what the upstream sees.
+    let through = |authority: &str, client_copy: Option<&str>| {
+        let mut headers = vec![(":authority".to_string(), authority.to_string())];
+        if let Some(v) = client_copy {
+            headers.push(("x-canary-subset".into(), v.into()));
+        }
+        *a_host.request_headers.borrow_mut() = headers;
+        a_host.filter_state.borrow_mut().clear();
+        a.stream().on_request_headers(&a_host);
+        *b_host.request_headers.borrow_mut() = a_host.request_headers.borrow().clone();
+        *b_host.filter_state.borrow_mut() = a_host.filter_state.borrow().clone();
+        b.stream().on_request_headers(&b_host);
+        b_host.request_header("x-canary-subset").join(",")
+    };
+    assert_eq!(through("api.example.com", None), "v2", "the first decides");
+    assert_eq!(
+        a_host
+            .filter_state
+            .borrow()
+            .get("canary_router.routed.x-canary-subset"),
+        Some(&"api".to_string()),
+        "marked with the first instance's prefix"
+    );
+    assert_eq!(through("api.example.com", Some("v1")), "v2");
+    assert_eq!(
+        through("www.example.com", None),
+        "v1",
+        "the later decides the rest"
+    );
+    assert_eq!(
+        through("www.example.com", Some("v2")),
+        "v1",
+        "a client's copy has no mark: replaced"
+    );
+    assert_eq!(a_host.metric("api.skipped"), 2);
+    assert_eq!(
+        a_host.metric("api.subset=.=v2;.;reason=.=random;.;requests"),
+        2
+    );
+    assert_eq!(b_host.metric("all.skipped"), 2);
+    assert_eq!(
+        b_host.metric("all.subset=.=v1;.;reason=.=random;.;requests"),
+        2
+    );
+    // An instance that cannot read the mark decides: a client cannot keep its
+    // copy by making the read fail.
+    let probe = FakeHost::new(later);
+    assert!(FilterRoot::new(SplitMix64::new(3)).configure(&probe));
+    let configure_calls = probe.calls.borrow().len();
+    let failing = FakeHost {
+        // The request's second call: the mark's read.
+        fail: Some((configure_calls + 1, 2)),
+        ..FakeHost::new(later)
+    };
+    let mut root = FilterRoot::new(SplitMix64::new(3));
+    assert!(root.configure(&failing));
+    failing
+        .filter_state
+        .borrow_mut()
+        .insert("canary_router.routed.x-canary-subset".into(), "api".into());
+    *failing.request_headers.borrow_mut() = vec![("x-canary-subset".into(), "v2".into())];
+    root.stream().on_request_headers(&failing);
+    assert_eq!(
+        failing.calls.borrow()[configure_calls + 1],
+        "has_filter_state"
+    );
+    assert_eq!(failing.request_header("x-canary-subset"), ["v1"]);
 }

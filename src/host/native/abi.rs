@@ -140,6 +140,18 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
     pub(crate) fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+    pub(crate) fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter: FilterEnvoyPtr,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// `result` receives `{ptr, length}` of Envoy's copy (the binary writes
+    /// both words through the fourth argument).
+    pub(crate) fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+        filter: FilterEnvoyPtr,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
 
     pub(crate) fn envoy_dynamic_module_callback_http_filter_config_define_counter(
         config: ConfigEnvoyPtr,

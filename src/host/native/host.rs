@@ -326,6 +326,36 @@ impl Host for NativeHost<'_> {
         Err(UNSUPPORTED)
     }
 
+    fn has_filter_state(&self, key: &str) -> HostResult<bool> {
+        let filter = self.stream()?;
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: the live stream; `value` is a live out-parameter.
+        Ok(unsafe {
+            abi::envoy_dynamic_module_callback_http_get_filter_state_bytes(
+                filter,
+                ModuleBuffer::of(key.as_bytes()),
+                &mut value,
+            )
+        })
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> HostResult<()> {
+        let filter = self.stream()?;
+        // SAFETY: the live stream; the buffers describe live strings.
+        let ok = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                filter,
+                ModuleBuffer::of(key.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            )
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(FAILED)
+        }
+    }
+
     fn set_request_header(&self, name: &str, value: &str) -> HostResult<()> {
         let set = self.set_header(
             abi::REQUEST_HEADER,

@@ -21,6 +21,7 @@ struct Fake {
     response: Vec<(Vec<u8>, Vec<u8>)>,
     logs: Vec<String>,
     route_cleared: usize,
+    filter_state: Vec<(Vec<u8>, Vec<u8>)>,
     /// (name, value) by id, every kind in one list.
     metrics: Vec<(String, u64)>,
 }
@@ -138,6 +139,42 @@ extern "C" fn envoy_dynamic_module_callback_http_add_header(
     let value = unsafe { bytes(value) }.unwrap();
     FAKE.with_borrow_mut(|f| map(f, header_type).push((key, value)));
     true
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+    _filter: *mut c_void,
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+) -> bool {
+    let key = unsafe { bytes(key) }.unwrap();
+    let value = unsafe { bytes(value) }.unwrap();
+    FAKE.with_borrow_mut(|f| {
+        f.filter_state.retain(|(k, _)| *k != key);
+        f.filter_state.push((key, value));
+    });
+    true
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_get_filter_state_bytes(
+    _filter: *mut c_void,
+    key: ModuleBuffer,
+    result: *mut EnvoyBuffer,
+) -> bool {
+    let key = unsafe { bytes(key) }.unwrap();
+    FAKE.with_borrow(|f| {
+        let found = f
+            .filter_state
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| EnvoyBuffer {
+                ptr: v.as_ptr(),
+                length: v.len(),
+            });
+        unsafe { *result = found.unwrap_or(EnvoyBuffer::EMPTY) };
+        found.is_some()
+    })
 }
 
 #[no_mangle]

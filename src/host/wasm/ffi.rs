@@ -66,6 +66,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -156,6 +162,18 @@ impl Host for WasmHost {
         }
         path.pop();
         buffer(|d, s| unsafe { proxy_get_property(path.as_ptr(), path.len(), d, s) })
+    }
+
+    fn has_filter_state(&self, key: &str) -> HostResult<bool> {
+        // A one-part path Envoy does not know as an attribute reads the filter
+        // state object `wasm.<key>` that `set_property` wrote.
+        let value = buffer(|d, s| unsafe { proxy_get_property(key.as_ptr(), key.len(), d, s) })?;
+        Ok(value.is_some())
+    }
+
+    fn set_filter_state(&self, key: &str, value: &str) -> HostResult<()> {
+        // SAFETY: both buffers are live strings for the duration of the call.
+        check(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
     }
 
     fn set_request_header(&self, name: &str, value: &str) -> HostResult<()> {
