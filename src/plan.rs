@@ -60,10 +60,9 @@ pub struct Plan {
 /// copy, replaced as always.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingMark {
-    /// The routing header's slot: the mark is looked for only when the
-    /// header is present, so a lone instance pays no host call for it.
-    pub slot: usize,
-    /// The filter state key: `canary_router.routed.<header>`.
+    /// The filter state key: `canary_router.routed.<header>`. It is looked
+    /// for only when the routing header is present, so a lone instance pays
+    /// no host call for it.
     pub key: String,
     /// The value left: this instance's metrics prefix.
     pub by: String,

@@ -168,6 +168,8 @@ pub struct Request<'r, C> {
     /// That header's value (borrowed), and how many copies the request carried.
     claims_value: Option<&'r [u8]>,
     claims_copies: u32,
+    /// The routing header is present ([`Slots::watch_routing_header`]).
+    routing_header: bool,
 }
 
 impl<'r, C: ClaimSource> Request<'r, C> {
@@ -212,10 +214,13 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             },
             claims_value: None,
             claims_copies: 0,
+            routing_header: false,
         };
         let Ok(headers) = headers else {
             return request;
         };
+        let routing = slots.routing_header();
+        let mut routing_header = false;
         for (name, value) in headers {
             if name == b"cookie" && slots.cookie_count() > 0 {
                 request.index_cookies(value);
@@ -232,8 +237,19 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             if let Some(slot) = slots.header_slot(name) {
                 request.index_header(slot, value);
             }
+            // Most names differ in length, told by one compare.
+            if name.len() == routing.len() && crate::slots::same_name(name, routing) {
+                routing_header = true;
+            }
         }
+        request.routing_header = routing_header;
         request
+    }
+
+    /// Whether the request carries the routing header (read when the plan's
+    /// slots watch it).
+    pub fn has_routing_header(&self) -> bool {
+        self.routing_header
     }
 
     /// Whether the request is a gRPC call (its `content-type`).

@@ -115,9 +115,22 @@ pub struct Slots {
     /// Members this filter writes that a client must not choose (`cohort`
     /// with `incoming: strip`): read as absent.
     baggage_ignored: Vec<Box<[u8]>>,
+    /// The routing header, looked for without a slot (a slot more can tip a
+    /// typical configuration from the linear name scan into hashing): only its
+    /// presence is wanted. Empty: not looked for.
+    routing: Box<[u8]>,
 }
 
 impl Slots {
+    /// Note whether requests carry the (lowercase) routing header `name`.
+    pub fn watch_routing_header(&mut self, name: &str) {
+        self.routing = name.as_bytes().into();
+    }
+
+    pub fn routing_header(&self) -> &[u8] {
+        &self.routing
+    }
+
     /// The slot of a (lowercase) header name, added when new.
     pub fn intern_header(&mut self, name: &str) -> usize {
         if let Some(&slot) = self.header_index.get(name.as_bytes()) {

@@ -87,7 +87,17 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # native`), and it is measured by default whenever the library is there; run by
 # hand without it, the benchmark runs without that listener and its targets.
 OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh",
-                      "canary-router-grpc", "canary-router-skipped"]
+                      "canary-router-grpc", "canary-router-skipped", "canary-router-scoped",
+                      "native-module-scoped", "canary-router-shared", "native-module-shared"]
+# canary-router-scoped / native-module-scoped: the typical config with a `scope`
+# every request of the mix is in (any host but other.example.com): each request
+# is decided as by canary-router / native-module, plus the scope test and the
+# mark a scoped instance leaves in the stream's filter state for a later
+# instance on the same routing header. Opt-in, for bench-profile.
+# canary-router-shared / native-module-shared: that scoped instance, then a second,
+# unscoped one on the same routing header: the first decides every request and the
+# second finds the header marked and skips it; minus the -scoped listener, what an
+# instance pays for a request an earlier one routed. Opt-in, for bench-profile.
 # canary-router-skipped: the typical config with a `scope` the mix never matches
 # (host other.example.com): every request passes through untouched, counted in
 # bench_canary_router_skipped.skipped; what a request outside an instance's scope
@@ -566,6 +576,24 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         if mesh:
             config["sticky"]["keys"].insert(0, {"baggage": "canary-bucket"})
         return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
+    if name in ("canary-router-scoped", "native-module-scoped"):
+        config = plugin_config(False)
+        config["metrics_prefix"] = stat_prefix(name)
+        config["scope"] = {"not": {"host": {"exact": "other.example.com"}}}
+        if name.startswith("native-"):
+            return [dynamic_module_filter(json.dumps(config))], header_routes()
+        return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
+    if name in ("canary-router-shared", "native-module-shared"):
+        first = plugin_config(False)
+        first["metrics_prefix"] = stat_prefix(name)
+        first["scope"] = {"not": {"host": {"exact": "other.example.com"}}}
+        later = plugin_config(False)
+        later["metrics_prefix"] = stat_prefix(name) + "_later"
+        if name.startswith("native-"):
+            return [dynamic_module_filter(json.dumps(first)),
+                    dynamic_module_filter(json.dumps(later))], header_routes()
+        return [wasm_filter(name, filter_wasm, json.dumps(first)),
+                wasm_filter(name + "-later", filter_wasm, json.dumps(later))], header_routes()
     if name == "canary-router-skipped":
         config = plugin_config(False)
         config["metrics_prefix"] = stat_prefix(name)
@@ -843,7 +871,11 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
                       "canary-router-composed": {"qa", "beta", "staff"},
                       "canary-router-metadata": {"qa", "beta", "staff"},
                       "canary-router-grpc": {"qa", "beta", "staff"},
-                      "canary-router-skipped": set()}.get(name, set())
+                      "canary-router-skipped": set(),
+                      "canary-router-scoped": {"qa", "beta", "staff"},
+                      "native-module-scoped": {"qa", "beta", "staff"},
+                      "canary-router-shared": {"qa", "beta", "staff"},
+                      "native-module-shared": {"qa", "beta", "staff"}}.get(name, set())
         for rule in want_rules:
             if hit[rule] != "v2":
                 raise HarnessError(f"{name}: the {rule} request went to {hit[rule]}, not v2")

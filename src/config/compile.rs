@@ -222,8 +222,8 @@ pub fn compile(config: &Value) -> Result<Loaded> {
     if cohort.is_none() {
         metrics.cohort_overflows = None;
     }
+    slots.watch_routing_header(&header);
     let mark = RoutingMark {
-        slot: slots.intern_header(&header),
         key: format!("{}{header}", RoutingMark::KEY_PREFIX),
         by: metrics_prefix.clone(),
         leave: scope.is_some(),

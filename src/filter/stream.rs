@@ -15,7 +15,7 @@ use crate::decide::{decide_with, Conditions, Decision, Entropy};
 use crate::formats::baggage::Merged;
 use crate::labels::ResponseClass;
 use crate::plan::Mode;
-use crate::request::{ClaimSource, Lookup, LookupError, Request, RequestView};
+use crate::request::{ClaimSource, Lookup, LookupError, Request};
 use crate::rng::SplitMix64;
 
 pub struct FilterStream {
@@ -96,6 +96,12 @@ fn set_baggage(host: &impl Host, list: &[u8]) {
     }
 }
 
+/// Pass a request through untouched (outside the scope, or routed by an
+/// earlier instance on the same header): counted once, nothing written.
+fn skip(host: &impl Host, active: &Active) {
+    increment(host, active.metrics.skipped());
+}
+
 impl FilterStream {
     pub(crate) fn new(active: Option<Rc<Active>>, rng: Rc<RefCell<SplitMix64>>) -> FilterStream {
         FilterStream {
@@ -139,18 +145,18 @@ impl FilterStream {
                     pairs(),
                 ))
             });
-            let request = if outside {
+            if outside {
                 None
             } else {
                 let request =
                     Request::from_pairs(&plan.slots, &plan.jwt, HostClaims(host), pairs());
                 // An earlier instance on this routing header routed it: its
                 // decision stands (see `RoutingMark`).
-                let marked = matches!(request.header(plan.mark.slot), Ok(Some(_)))
-                    && host.has_filter_state(&plan.mark.key).unwrap_or(false);
-                (!marked).then_some(request)
-            };
-            if let Some(request) = request {
+                if request.has_routing_header()
+                    && host.has_filter_state(&plan.mark.key).unwrap_or(false)
+                {
+                    return skip(host, &active);
+                }
                 let brake_holds = || {
                     active
                         .brake
@@ -188,13 +194,10 @@ impl FilterStream {
                     GrpcCall::No
                 };
                 Some((decision, goals, baggage, reveal, grpc))
-            } else {
-                None
             }
         };
         let Some((decision, goals, baggage, reveal, grpc)) = decided else {
-            increment(host, active.metrics.skipped());
-            return;
+            return skip(host, &active);
         };
         self.reveal = reveal;
         self.grpc = grpc;
