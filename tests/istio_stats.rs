@@ -255,6 +255,7 @@ fn istio_with_the_overlay_shows_the_same_series_as_plain_envoy() {
         "canary_brake_trips",
         "canary_brake_tripped",
         "canary_wasm_memory_bytes",
+        "canary_skipped",
     ] {
         assert!(names.contains(name), "{name} in {names:?}");
     }

@@ -269,8 +269,11 @@ fn shadow_mode_counts_every_decision_and_the_route_table_serves() {
         "rule tags still work:\n{text}"
     );
     for (name, labels, _) in &prom {
-        // The memory gauge is the one name without labels.
-        if name.starts_with("canary") && name != "canary_wasm_memory_bytes" {
+        // The memory gauge and the skipped counter are the names without labels.
+        if name.starts_with("canary")
+            && name != "canary_wasm_memory_bytes"
+            && name != "canary_skipped"
+        {
             assert!(!labels.is_empty(), "{name} without labels");
             assert!(
                 !name.contains("subset") && !name.contains("reason"),
