@@ -36,6 +36,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import signal
@@ -1100,6 +1101,27 @@ def main() -> int:
     added_rounds = {n: [a - b for a, b in paired(n, "native")] for n in LISTENERS}
     added = {n: statistics.median(added_rounds[n]) for n in LISTENERS}
     empty_added = added["wasm-empty"]
+
+    def ratio_interval(n: str, other: str, iters: int = 4000) -> str:
+        """added(n) / added(other), medians over the rounds, with its 90 % interval
+        from resampling whole rounds (a round measures every listener at nearly the
+        same moment, so rounds are the independent units): a target on a ratio is
+        shown only when the whole interval is on one side of it."""
+        rng = random.Random(1)
+        k = len(added_rounds[n])
+        samples = []
+        for _ in range(iters):
+            pick = [rng.randrange(k) for _ in range(k)]
+            b = statistics.median(added_rounds[other][i] for i in pick)
+            if b > 0:
+                samples.append(statistics.median(added_rounds[n][i] for i in pick) / b)
+        samples.sort()
+        if k < 5 or len(samples) < iters // 2:
+            return f"{added[n] / added[other]:.2f} x (too few rounds for an interval)"
+        low, high = samples[int(0.05 * len(samples))], samples[int(0.95 * len(samples)) - 1]
+        return (f"{added[n] / added[other]:.2f} x, 90 % interval {low:.2f}..{high:.2f} "
+                f"over {k} rounds")
+
     rows = {}
     for n in LISTENERS:
         rows[n] = {
@@ -1124,6 +1146,11 @@ def main() -> int:
             log(f"{n:<22} {med[n]['norm_cpu_us_per_req']:>8.1f} {added[n]:>+9.1f} "
                 f"{fmt(rows[n]['added_vs_wasm_empty'], '.2f'):>8}  "
                 + " ".join(f"{v:+.1f}" for v in added_rounds[n]))
+        if "native-module" in LISTENERS:
+            for other in ("wasm-empty", "lua"):
+                if other in LISTENERS:
+                    log(f"native-module added ÷ {other} added: "
+                        f"{ratio_interval('native-module', other)}")
         log("(a partial run: BENCH_LISTENERS or BENCH_SIDE=0; no targets, no latest.json)")
         return 0
     rss_growth = rss["canary-router"] - rss["native"]
@@ -1163,11 +1190,12 @@ def main() -> int:
         targets += [
             (f"native-module added CPU <= 1.0 x wasm-empty's ({basis})",
              nm_added <= empty_added,
-             f"{nm_added:.2f} µs vs {empty_added:.2f} µs ({nm_added / empty_added:.2f} x)"),
+             f"{nm_added:.2f} µs vs {empty_added:.2f} µs "
+             f"({ratio_interval('native-module', 'wasm-empty')})"),
             (f"native-module added CPU <= 0.6 x lua's ({basis})",
              nm_added <= 0.6 * added["lua"],
              f"{nm_added:.2f} µs vs 0.6 x {added['lua']:.2f} = {0.6 * added['lua']:.2f} µs "
-             f"({nm_added / added['lua']:.2f} x)"),
+             f"({ratio_interval('native-module', 'lua')})"),
             ("native-module RSS growth <= 2 MiB (concurrency 2)", nm_rss <= 2,
              f"{rss['native-module']:.1f} - {rss['native']:.1f} = {nm_rss:+.1f} MiB"),
             *([("native-module p99 within 10 % of native, paced load",
