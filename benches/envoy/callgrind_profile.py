@@ -396,9 +396,10 @@ def main() -> int:
         dump.rename(final)
         dumps[name] = final
         share = v2 / REQUESTS
-        # wasm-empty decides nothing; a skipped request passes through untouched
-        # (no routing header: the default route, v1).
+        # wasm-empty and native-empty decide nothing, native-floor writes v1; a
+        # skipped request passes through untouched (no routing header: v1).
         low, high = ((0.0, 0.0) if name.startswith("wasm-") or name.endswith("-skipped")
+                     or name in ("native-empty", "native-floor")
                      else (0.05, 0.20))
         if not name.startswith("variant-") and not low <= share <= high:
             vm_failed = "Failed to create new Wasm instance" in envoy.log_tail(10_000)

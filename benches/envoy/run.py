@@ -89,7 +89,12 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 # hand without it, the benchmark runs without that listener and its targets.
 OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh",
                       "canary-router-grpc", "canary-router-skipped", "canary-router-scoped",
-                      "native-module-scoped", "canary-router-shared", "native-module-shared"]
+                      "native-module-scoped", "canary-router-shared", "native-module-shared",
+                      "native-empty", "native-floor"]
+# native-empty / native-floor: the floor of an Envoy dynamic-module filter
+# (examples/native_empty.rs), as wasm-empty and wasm-floor are for Proxy-Wasm:
+# every hook returns Continue; or, in addition, the routing header written and
+# the route cache cleared. Opt-in; they route nothing to v2.
 # canary-router-scoped / native-module-scoped: the typical config with a `scope`
 # every request of the mix is in (any host but other.example.com): each request
 # is decided as by canary-router / native-module, plus the scope test and the
@@ -263,6 +268,11 @@ def build_modules() -> tuple[Path, Path]:
             run_cmd(["wasm-opt", *flags, str(raw), "-o", str(out)])
         else:
             shutil.copyfile(raw, out)
+    if any(n in LISTENERS for n in ("native-empty", "native-floor")):
+        run_cmd(["cargo", "build", "--quiet", "--profile", "native", "--example", "native-empty"])
+        NATIVE_MODULE_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "target" / "native" / "examples" / "libnative_empty.so",
+                        NATIVE_MODULE_DIR / "libnative_empty.so")
     return snapshot, OUT / "wasm-empty.wasm"
 
 
@@ -476,13 +486,14 @@ def wasm_filter(vm_id: str, wasm: Path, configuration: str | None) -> dict:
         "config": config}}
 
 
-def dynamic_module_filter(configuration: str) -> dict:
-    """The filter as an Envoy dynamic module (make native)."""
-    if not (NATIVE_MODULE_DIR / "libcanary_router.so").is_file():
-        raise HarnessError(f"no {NATIVE_MODULE_DIR}/libcanary_router.so: run `make native`")
+def dynamic_module_filter(configuration: str, module: str = "canary_router") -> dict:
+    """The filter as an Envoy dynamic module (make native), or another module of
+    NATIVE_MODULE_DIR."""
+    if not (NATIVE_MODULE_DIR / f"lib{module}.so").is_file():
+        raise HarnessError(f"no {NATIVE_MODULE_DIR}/lib{module}.so: run `make native`")
     return {"name": "envoy.filters.http.dynamic_modules", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-        "dynamic_module_config": {"name": "canary_router"},
+        "dynamic_module_config": {"name": module},
         "filter_name": "canary-router",
         "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": configuration}}}
@@ -577,6 +588,8 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         if mesh:
             config["sticky"]["keys"].insert(0, {"baggage": "canary-bucket"})
         return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
+    if name in ("native-empty", "native-floor"):
+        return [dynamic_module_filter(name.split("-")[1], "native_empty")], header_routes()
     if name in ("canary-router-scoped", "native-module-scoped"):
         config = plugin_config(False)
         config["metrics_prefix"] = stat_prefix(name)
@@ -880,7 +893,8 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
         for rule in want_rules:
             if hit[rule] != "v2":
                 raise HarnessError(f"{name}: the {rule} request went to {hit[rule]}, not v2")
-        low, high = ((0.0, 0.0) if name in ("wasm-empty", "canary-router-skipped")
+        low, high = ((0.0, 0.0) if name in ("wasm-empty", "canary-router-skipped",
+                                            "native-empty", "native-floor")
                      else (0.05, 0.20))
         if not low <= share <= high:
             raise HarnessError(f"{name}: {share:.1%} of the mix went to v2 "

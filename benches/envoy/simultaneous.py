@@ -21,8 +21,8 @@ an Envoy dynamic module"). Here the drift is shared instead of averaged:
 The Envoys share the machine's two cores with their wrk clients, so every
 listener's CPU per request is higher than in `make bench` (caches and
 scheduling are shared too); the differences between listeners are what this
-measures. Knobs: SIM_LISTENERS (default native,lua,wasm-empty,native-module;
-native is always measured), SIM_ROUNDS=12, SIM_SECONDS=4, SIM_CONNECTIONS=4.
+measures. Knobs: SIM_LISTENERS (default lua,wasm-empty,native-module; native is
+always measured; any listener of run.py, e.g. native-empty, native-floor), SIM_ROUNDS=12, SIM_SECONDS=4, SIM_CONNECTIONS=4.
 Writes target/bench/simultaneous.json.
 """
 from __future__ import annotations
@@ -69,13 +69,20 @@ def served(envoy: run.Envoy, name: str) -> int:
 def window(wrk: str, script: Path, envs: dict[str, run.Envoy], seconds: int) -> dict:
     """Load every Envoy at once; CPU µs per request and requests, per listener."""
     before = {n: (cpu_ns(e.pid), served(e, n)) for n, e in envs.items()}
-    procs = [subprocess.Popen(
+    procs = {n: subprocess.Popen(
         [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s", "-s",
          str(script), f"http://127.0.0.1:{e.ports[n]}/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for n, e in envs.items()]
-    for p in procs:
-        if p.wait(timeout=seconds + 60) != 0:
-            raise run.HarnessError(f"wrk exited with {p.returncode}")
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n, e in envs.items()}
+    for n, p in procs.items():
+        stdout, stderr = p.communicate(timeout=seconds + 60)
+        line = next((l for l in stdout.splitlines() if l.startswith("BENCHJSON ")), None)
+        if p.returncode != 0 or line is None:
+            raise run.HarnessError(f"{n}: wrk failed ({p.returncode}):\n{stdout}\n{stderr}")
+        out = json.loads(line[len("BENCHJSON "):])
+        errors = sum(out["errors"].values())
+        if out["requests"] == 0 or errors > out["requests"] * 0.001:
+            raise run.HarnessError(f"{n}: {errors} errors in {out['requests']} requests "
+                                   f"({out['errors']}); non-2xx means a listener is broken")
     time.sleep(0.3)  # let each Envoy finish closing wrk's connections
     out = {}
     for n, e in envs.items():
@@ -113,6 +120,7 @@ def main() -> int:
     run.LOGS.mkdir(parents=True, exist_ok=True)
     wrk = run.ensure_wrk()
     envoy_bin = run.find_envoy()
+    run.LISTENERS = NAMES  # what build_modules builds besides the filter
     filter_wasm, empty_wasm = run.build_modules()
     script = run.OUT / "mix.lua"
     run.make_wrk_script(run.make_tokens(), script)
