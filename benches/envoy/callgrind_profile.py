@@ -29,8 +29,9 @@ What it does:
   target/bench/profile/ for callgrind_annotate / kcachegrind.
 
 Environment: PROFILE_REQUESTS (2000), PROFILE_WARMUP (300), PROFILE_LISTENERS
-(comma list; default all), BENCH_VARIANTS, ENVOY_BIN, WASM, WASM_OPT_FLAGS (as
-for run.py), BENCH_SKIP_MAKE_WASM.
+(comma list; default all), PROFILE_SIMULATE (1: simulated cache misses,
+mispredicted branches and estimated cycles too), BENCH_VARIANTS, ENVOY_BIN, WASM,
+WASM_OPT_FLAGS (as for run.py), BENCH_SKIP_MAKE_WASM.
 Exit status: 0 when it ran, 1 when the harness failed (a build, an Envoy or
 valgrind that would not start, a listener that routes wrongly).
 
@@ -61,6 +62,17 @@ from run import HarnessError, log  # noqa: E402
 REQUESTS = int(os.environ.get("PROFILE_REQUESTS", "2000"))
 WARMUP = int(os.environ.get("PROFILE_WARMUP", "300"))
 IDLE_SECONDS = 10.0
+# PROFILE_SIMULATE=1: callgrind also simulates the caches and the branch
+# predictor (twice as slow), and the report adds the misses per request and an
+# estimate of cycles from them (CYCLE_MODEL): what instruction counts alone miss
+# when two listeners retire instructions at different rates.
+SIMULATE = os.environ.get("PROFILE_SIMULATE", "0") == "1"
+# Cycles per event: a base of 0.4 cycles per instruction (a few per cycle when
+# nothing stalls), an L1 miss served by L2 about 12 cycles, a mispredicted
+# branch about 17. Round figures for a recent x86 server core, not measured
+# here (the VMs expose no cycle counter): the estimate ranks listeners, it is
+# not their time.
+CYCLE_MODEL = {"Ir": 0.4, "I1mr": 12, "D1mr": 12, "Bcm": 17, "Bim": 17}
 ALL = ["native-no-jwt", *run.ALL_LISTENERS]
 # examples/wasm_floor.rs, the least a header-routing Wasm filter does: measured on
 # request (PROFILE_LISTENERS=wasm-floor,wasm-floor-counted), not by default,
@@ -163,6 +175,8 @@ class Profile:
     def __init__(self, path: Path):
         self.path = path
         self.total = 0
+        self.events: list[str] = ["Ir"]
+        self.totals: list[int] = []  # every event's total, in `events` order
         self.idle = 0.0  # the idle Envoy's instructions during this window (set later)
         self.self_ir: dict[tuple[str, str], int] = defaultdict(int)
         # (caller, callee) -> [calls, inclusive Ir of those calls]
@@ -221,7 +235,10 @@ class Profile:
                 elif line.startswith("events:"):
                     events = line.split()[1:]
                 elif line.startswith(("totals:", "summary:")):
-                    self.total = int(line.split()[1])
+                    self.totals = [int(x) for x in line.split()[1:]]
+                    self.total = self.totals[0]
+        if events:
+            self.events = events
         if events and events[0] != "Ir":
             raise HarnessError(f"{self.path}: unexpected events {events}")
         if not self.total:
@@ -346,6 +363,7 @@ def main() -> int:
         raise HarnessError("PROFILE_REQUESTS must be >= 1 and PROFILE_WARMUP >= 0")
     ensure_valgrind()
     envoy_bin = run.find_envoy()
+    run.LISTENERS = LISTENERS  # what build_modules builds besides the filter
     filter_wasm, empty_wasm = run.build_modules()
     version = run.envoy_version(envoy_bin)
     valgrind_version = subprocess.run(["valgrind", "--version"], capture_output=True,
@@ -367,6 +385,7 @@ def main() -> int:
                 "--smc-check=all-non-file",
                 f"--callgrind-out-file={PROF}/callgrind.%p.out",
                 f"--vgdb-prefix={PROF / 'vgdb'}",
+                *(["--cache-sim=yes", "--branch-sim=yes"] if SIMULATE else []),
                 ]
     log(f"\nstarting the measured Envoy under callgrind ({len(LISTENERS)} listeners; "
         "V8 compiles the modules under valgrind: a minute or two)")
@@ -424,7 +443,8 @@ def main() -> int:
     callgrind_control(pid, "--dump=idle")
     idle_final = PROF / "idle.callgrind.out"
     new_dump(before, pid).rename(idle_final)
-    idle_ir_per_s = Profile(idle_final).total / idle_s
+    idle_profile = Profile(idle_final)
+    idle_ir_per_s = idle_profile.total / idle_s
 
     # Parse while the process lives: the generated code's bytes are read from it.
     profiles = {n: Profile(p) for n, p in dumps.items()}
@@ -465,6 +485,8 @@ def main() -> int:
         "wall_seconds": round(time.monotonic() - t_start),
     })
     report["targets"] = native_module_targets(report["listeners"])
+    if SIMULATE:
+        report["simulated"] = simulated(profiles, rows, idle_profile, idle_s)
     print_report(report)
     RESULT.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     log(f"\nwrote {RESULT.relative_to(run.ROOT)} and the dumps in "
@@ -688,6 +710,51 @@ def native_module_targets(L: dict) -> list[dict]:
     return out
 
 
+def simulated(profiles: dict[str, Profile], rows: dict, idle: Profile,
+              idle_s: float) -> dict:
+    """PROFILE_SIMULATE: each listener's simulated cache misses and mispredicted
+    branches per request (the idle rate subtracted, as for Ir), added over
+    native, and CYCLE_MODEL's estimate of cycles from them."""
+    events = idle.events
+    if any(p.events != events for p in profiles.values()) or "Bcm" not in events:
+        raise HarnessError(f"PROFILE_SIMULATE: the dumps lack cache and branch events ({events})")
+
+    def per_request_events(p: Profile, window_s: float) -> dict[str, float]:
+        rate = {e: v / idle_s for e, v in zip(events, idle.totals)}
+        return {e: (v - rate[e] * window_s) / REQUESTS for e, v in zip(events, p.totals)}
+
+    per = {n: per_request_events(p, rows[n]["window_seconds"]) for n, p in profiles.items()}
+    out = {"cycle_model": CYCLE_MODEL, "listeners": {}}
+    for n, ev in per.items():
+        added = {e: ev[e] - per["native"][e] for e in events}
+        out["listeners"][n] = {
+            "added": {e: round(v, 1) for e, v in added.items()},
+            "added_estimated_cycles": round(sum(w * added[e] for e, w in CYCLE_MODEL.items())),
+        }
+    return out
+
+
+def print_simulated(sim: dict) -> None:
+    shown = ["Ir", "I1mr", "D1mr", "D1mw", "Bcm", "Bim"]
+    log("\nsimulated caches and branches (PROFILE_SIMULATE=1), added per request over native: "
+        "L1 instruction and data read misses (I1mr, D1mr), data write misses (D1mw), "
+        "mispredicted conditional and indirect branches (Bcm, Bim), and cycles estimated as "
+        + " + ".join(f"{w:g} x {e}" for e, w in sim["cycle_model"].items()))
+    head = f"{'listener':<20} " + " ".join(f"{e:>8}" for e in shown) + f" {'est. cycles':>12}"
+    log(head)
+    log("-" * len(head))
+    L = sim["listeners"]
+    for n, r in L.items():
+        log(f"{n:<20} " + " ".join(f"{r['added'][e]:>+8,.0f}" for e in shown)
+            + f" {r['added_estimated_cycles']:>+12,}")
+    if "native-module" in L:
+        nm = L["native-module"]["added_estimated_cycles"]
+        for other, factor in (("wasm-empty", 1.0), ("lua", 0.6)):
+            if other in L and L[other]["added_estimated_cycles"] > 0:
+                log(f"native-module ÷ {other}, estimated cycles: "
+                    f"{nm / L[other]['added_estimated_cycles']:.2f} x (target <= {factor:g})")
+
+
 def print_report(report: dict) -> None:
     L = report["listeners"]
     log(f"\nEnvoy instructions per request (callgrind Ir, all threads; {REQUESTS} requests "
@@ -709,6 +776,8 @@ def print_report(report: dict) -> None:
         "host function to its return")
     if "jwt_authn_ir_per_request" in report:
         log(f"jwt_authn (native minus native-no-jwt): {report['jwt_authn_ir_per_request']:,} Ir/request")
+    if "simulated" in report:
+        print_simulated(report["simulated"])
     if report.get("targets"):
         log("\ntargets:")
         for t in report["targets"]:
