@@ -90,7 +90,11 @@ ALL_LISTENERS = ["native", "native-hash", "lua", "wasm-empty", "canary-router",
 OPTIONAL_LISTENERS = ["native-module", "canary-router-cohort-edge", "canary-router-cohort-mesh",
                       "canary-router-grpc", "canary-router-skipped", "canary-router-scoped",
                       "native-module-scoped", "canary-router-shared", "native-module-shared",
-                      "native-empty", "native-floor"]
+                      "native-empty", "native-floor", "native-module-no-claims"]
+# native-module-no-claims: the module with the typical config's JWT parts taken
+# out (sticky on the session cookie, then x-user-id; the header and cookie rules,
+# no claim rule): a different decision, measured only to bound what reading
+# claims costs; the mix's tokens are verified by jwt_authn all the same. Opt-in.
 # native-empty / native-floor: the floor of an Envoy dynamic-module filter
 # (examples/native_empty.rs), as wasm-empty and wasm-floor are for Proxy-Wasm:
 # every hook returns Continue; or, in addition, the routing header written and
@@ -590,6 +594,12 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
         return [wasm_filter(name, filter_wasm, json.dumps(config))], header_routes()
     if name in ("native-empty", "native-floor"):
         return [dynamic_module_filter(name.split("-")[1], "native_empty")], header_routes()
+    if name == "native-module-no-claims":
+        config = plugin_config(False)
+        config["metrics_prefix"] = stat_prefix(name)
+        config["sticky"]["keys"] = [k for k in config["sticky"]["keys"] if "jwt_claim" not in k]
+        config["rules"] = [r for r in config["rules"] if "jwt_claim" not in r["match"]]
+        return [dynamic_module_filter(json.dumps(config))], header_routes()
     if name in ("canary-router-scoped", "native-module-scoped"):
         config = plugin_config(False)
         config["metrics_prefix"] = stat_prefix(name)
@@ -889,7 +899,8 @@ def sanity_check(envoy: Envoy, tokens: list[str]) -> dict[str, dict]:
                       "canary-router-scoped": {"qa", "beta", "staff"},
                       "native-module-scoped": {"qa", "beta", "staff"},
                       "canary-router-shared": {"qa", "beta", "staff"},
-                      "native-module-shared": {"qa", "beta", "staff"}}.get(name, set())
+                      "native-module-shared": {"qa", "beta", "staff"},
+                      "native-module-no-claims": {"qa", "beta"}}.get(name, set())
         for rule in want_rules:
             if hit[rule] != "v2":
                 raise HarnessError(f"{name}: the {rule} request went to {hit[rule]}, not v2")
