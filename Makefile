@@ -159,7 +159,8 @@ bench-simultaneous: native envoy
 ## instructions go: inside/outside the Wasm VM, each host call (BENCHMARKS.md,
 ## "Instruction counts"). Installs valgrind (Debian package) when missing. Writes
 ## target/bench/profile.json and the callgrind dumps in target/bench/profile/.
-## Knobs: PROFILE_REQUESTS=2000 PROFILE_WARMUP=300 PROFILE_LISTENERS. About 2 minutes.
+## Knobs: PROFILE_REQUESTS=2000 PROFILE_WARMUP=300 PROFILE_LISTENERS, PROFILE_SIMULATE=1
+## (simulated caches and branches, an estimate of cycles; twice as slow). About 2 minutes.
 .PHONY: bench-profile
 bench-profile: native envoy
 	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
