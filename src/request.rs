@@ -11,7 +11,7 @@ use std::cell::OnceCell;
 
 use crate::claims::{self, ClaimRef, Payload};
 use crate::formats::{cookie, url};
-use crate::slots::{SlotList, SlotValues, Slots};
+use crate::slots::{length_bit, SlotList, SlotValues, Slots};
 
 /// A host call failed: the decision cannot be trusted, so it falls back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,7 +221,19 @@ impl<'r, C: ClaimSource> Request<'r, C> {
         };
         let routing = slots.routing_header();
         let mut routing_header = false;
+        // Every length a name read below can have: most of a request's
+        // headers have none of them, and are passed over by one test.
+        let mut lengths = slots.header_lengths()
+            | length_bit(CONTENT_TYPE.len())
+            | length_bit(routing.len())
+            | request.claims_header.map_or(0, |h| length_bit(h.len()));
+        if slots.cookie_count() > 0 {
+            lengths |= length_bit(b"cookie".len());
+        }
         for (name, value) in headers {
+            if lengths & length_bit(name.len()) == 0 {
+                continue;
+            }
             if name == b"cookie" && slots.cookie_count() > 0 {
                 request.index_cookies(value);
             }
@@ -553,6 +565,50 @@ mod tests {
         }
         assert_eq!(r.header(n), Ok(None));
         assert!(r.present_slots().is_none(), "too many to list");
+    }
+
+    #[test]
+    fn names_passed_over_by_length_are_only_the_unread_ones() {
+        // Names of 63 bytes and more share one length bit: each is still told
+        // apart by its bytes.
+        let long = "x-".to_owned() + &"l".repeat(70);
+        let longer = "x-".to_owned() + &"m".repeat(90);
+        let mut s = Slots::default();
+        s.intern_header("x-a");
+        s.intern_header(&long);
+        s.intern_cookie("beta");
+        s.watch_routing_header("x-canary-subset");
+        let jwt = JwtSource::PayloadHeader {
+            header: "x-jwt-payload".into(),
+        };
+        let headers = list(&[
+            // Unread names, of lengths read and not read.
+            ("x-b", b"no"),
+            (&longer, b"no"),
+            ("authorization", b"no"),
+            ("x-forwarded-proto", b"no"),
+            // Every kind of name read.
+            ("x-a", b"a"),
+            (&long, b"long"),
+            ("cookie", b"beta=yes"),
+            ("content-type", b"application/grpc"),
+            ("x-canary-subset", b"v2"),
+            ("x-jwt-payload", b"e30"),
+        ]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!(r.header(0), Ok(Some(&b"a"[..])));
+        assert_eq!(r.header(1), Ok(Some(&b"long"[..])));
+        assert_eq!(r.cookie(0), Ok(Some(&b"yes"[..])));
+        assert!(r.is_grpc());
+        assert!(r.has_routing_header());
+        assert_eq!((r.claims_copies, r.claims_value), (1, Some(&b"e30"[..])));
+
+        // Without them: nothing read, whatever the lengths.
+        let headers = list(&[("x-b", b"1"), (&longer, b"2"), ("authorization", b"3")]);
+        let r = Request::new(&s, &jwt, JsonClaims(None), Ok(&headers));
+        assert_eq!((r.header(0), r.header(1)), (Ok(None), Ok(None)));
+        assert!(!r.is_grpc() && !r.has_routing_header());
+        assert_eq!(r.claims_copies, 0);
     }
 
     #[test]

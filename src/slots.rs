@@ -29,6 +29,13 @@ pub(crate) fn same_name(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// A name length as one bit of a mask: lengths up to 62 each their own bit,
+/// longer ones all bit 63.
+#[inline]
+pub(crate) fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
 /// A set of byte strings, as a `FastMap` (see `Slots`: one map type in the .wasm).
 #[derive(Debug, Clone, Default)]
 pub struct ByteSet(FastMap<Box<[u8]>, usize>);
@@ -100,6 +107,9 @@ pub struct Slots {
     // instance in the .wasm instead of one per key and value type.
     header_index: FastMap<Box<[u8]>, usize>,
     header_filter: NameFilter,
+    /// The lengths of the header slots' names ([`length_bit`]): most request
+    /// headers are told apart from all of them by their length alone.
+    header_lengths: u64,
     cookies: Vec<String>,
     cookie_index: FastMap<Box<[u8]>, usize>,
     cookie_filter: NameFilter,
@@ -140,6 +150,7 @@ impl Slots {
         self.headers.push(name.to_owned());
         self.header_index.insert(name.as_bytes().into(), slot);
         self.header_filter.add(name.as_bytes());
+        self.header_lengths |= length_bit(name.len());
         slot
     }
 
@@ -269,6 +280,11 @@ impl Slots {
 
     pub fn claim_path(&self, slot: usize) -> &[String] {
         self.claims.get(slot).map_or(&[], Vec::as_slice)
+    }
+
+    /// The lengths of the header slots' names, as [`length_bit`]s.
+    pub fn header_lengths(&self) -> u64 {
+        self.header_lengths
     }
 
     pub fn header_count(&self) -> usize {

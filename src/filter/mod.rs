@@ -60,7 +60,7 @@ pub trait Host {
     fn set_request_header(&self, name: &str, value: &str) -> HostResult<()>;
     fn remove_request_header(&self, name: &str) -> HostResult<()>;
     /// The response's `:status`; `None` when there is none.
-    fn response_status(&self) -> HostResult<Option<Vec<u8>>>;
+    fn response_status(&self) -> HostResult<Option<Status>>;
     /// The response's `grpc-status`, from its headers or its trailers.
     fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>>;
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()>;
@@ -101,6 +101,22 @@ pub trait Host {
 pub enum ResponsePart {
     Headers,
     Trailers,
+}
+
+/// A response's `:status`, kept inline (a native host reads it without a copy
+/// on the heap). Anything but three bytes reads as `000`: no class, and
+/// gRPC's `UNKNOWN`, exactly as its text would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status([u8; 3]);
+
+impl Status {
+    pub fn new(text: &[u8]) -> Status {
+        Status(text.try_into().unwrap_or(*b"000"))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 /// A host's list of request headers.

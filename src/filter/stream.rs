@@ -270,10 +270,11 @@ impl FilterStream {
         if plan.mode == Mode::Enforce {
             if let Ok(Some(status)) = host.response_status() {
                 let grpc = self.grpc != GrpcCall::No;
+                let status = status.as_bytes();
                 let class = if grpc {
-                    self.grpc_class_at_headers(host, active, &status)
+                    self.grpc_class_at_headers(host, active, status)
                 } else {
-                    ResponseClass::from_status(&status)
+                    ResponseClass::from_status(status)
                 };
                 if class.is_some() || grpc {
                     let now_ns = host.now_ns().ok();

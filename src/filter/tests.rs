@@ -99,13 +99,13 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
+    fn response_status(&self) -> HostResult<Option<Status>> {
         self.enter("response_status")?;
         Ok(self
             .response_status
             .borrow()
-            .clone()
-            .map(String::into_bytes))
+            .as_ref()
+            .map(|text| Status::new(text.as_bytes())))
     }
 
     fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
@@ -921,4 +921,32 @@ fn on_a_shared_header_the_first_instance_that_decides_routes() {
         "has_filter_state"
     );
     assert_eq!(failing.request_header("x-canary-subset"), ["v1"]);
+}
+
+#[test]
+fn a_status_kept_inline_reads_as_its_text() {
+    use crate::labels::ResponseClass;
+    for text in [
+        &b"200"[..],
+        b"302",
+        b"404",
+        b"503",
+        b"20",
+        b"2000",
+        b"",
+        b"abc",
+    ] {
+        let status = Status::new(text);
+        assert_eq!(
+            ResponseClass::from_status(status.as_bytes()),
+            ResponseClass::from_status(text),
+            "{text:?}"
+        );
+        assert_eq!(
+            crate::grpc::status_from_http(status.as_bytes()),
+            crate::grpc::status_from_http(text),
+            "{text:?}"
+        );
+        assert_eq!(status.as_bytes() == b"200", text == b"200");
+    }
 }

@@ -11,7 +11,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use super::abi::{
     self, ConfigEnvoyPtr, EnvoyBuffer, EnvoyHttpHeader, FilterEnvoyPtr, ModuleBuffer,
 };
-use crate::filter::{Host, HostError, HostResult, MetricKind, RequestHeaders, ResponsePart};
+use crate::filter::{
+    Host, HostError, HostResult, MetricKind, RequestHeaders, ResponsePart, Status,
+};
 
 /// A host call Envoy answered with `false` or a metrics error.
 const FAILED: HostError = HostError(2);
@@ -372,8 +374,26 @@ impl Host for NativeHost<'_> {
         removed
     }
 
-    fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
-        self.response_value(abi::RESPONSE_HEADER, b":status")
+    fn response_status(&self) -> HostResult<Option<Status>> {
+        let filter = self.stream()?;
+        let mut value = EnvoyBuffer::EMPTY;
+        // SAFETY: the live stream; `value` is a live out-parameter; the count
+        // pointer may be null.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_get_header(
+                filter,
+                abi::RESPONSE_HEADER,
+                ModuleBuffer::of(b":status"),
+                &mut value,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if !found || value.ptr.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: Envoy's value, valid in this hook; read at once.
+        Ok(Some(Status::new(unsafe { value.bytes() })))
     }
 
     fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {

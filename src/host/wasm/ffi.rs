@@ -7,7 +7,9 @@
 //! plain u32, so a value no SDK knows is an error too, never an invalid enum.
 #![allow(unsafe_code)]
 
-use crate::filter::{Host, HostError, HostResult, MetricKind, ResponsePart, SerializedHeaders};
+use crate::filter::{
+    Host, HostError, HostResult, MetricKind, ResponsePart, SerializedHeaders, Status,
+};
 
 // Map and buffer types of the ABI.
 const REQUEST_HEADERS: u32 = 0;
@@ -196,11 +198,12 @@ impl Host for WasmHost {
         check(unsafe { proxy_remove_header_map_value(RESPONSE_HEADERS, name.as_ptr(), name.len()) })
     }
 
-    fn response_status(&self) -> HostResult<Option<Vec<u8>>> {
+    fn response_status(&self) -> HostResult<Option<Status>> {
         let key = ":status";
-        buffer(|d, s| unsafe {
+        let text = buffer(|d, s| unsafe {
             proxy_get_header_map_value(RESPONSE_HEADERS, key.as_ptr(), key.len(), d, s)
-        })
+        })?;
+        Ok(text.map(|text| Status::new(&text)))
     }
 
     fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
