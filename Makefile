@@ -147,8 +147,10 @@ bench: native envoy
 ## bench-simultaneous: added CPU per request in µs with every listener in its own
 ## Envoy, all loaded at the same time, so the VM's speed drift hits them alike and
 ## cancels in the differences (benches/envoy/simultaneous.py; BENCHMARKS.md). Prints
-## native-module's µs targets as PASS, FAIL or NOT SHOWN with a 90 % interval.
-## Knobs: SIM_LISTENERS SIM_ROUNDS=12 SIM_SECONDS=4 SIM_CONNECTIONS=4. About 2 minutes.
+## native-module's µs targets as PASS, FAIL or NOT SHOWN with a 90 % interval that
+## covers the spread between sets of freshly started Envoys (SIM_STARTS).
+## Knobs: SIM_LISTENERS SIM_ROUNDS=12 SIM_STARTS=3 SIM_SECONDS=4 SIM_CONNECTIONS=4.
+## About 2 minutes.
 .PHONY: bench-simultaneous
 bench-simultaneous: native envoy
 	ENVOY_BIN="$(envoy-bin)" WASM="$(WASM)" WASM_OPT_FLAGS="$(WASM_OPT_FLAGS)" \
