@@ -254,10 +254,14 @@ impl<'a> NativeHost<'a> {
         }
     }
 
-    /// Make Envoy pick the route again: a dynamic module's header writes do not
-    /// clear the route cache by themselves.
-    /// The first value of a response header or trailer, copied.
-    fn response_value(&self, map: u32, name: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    /// The first value of a response header or trailer, handed to `read` while
+    /// Envoy's bytes are valid (within this hook).
+    fn response_value<T>(
+        &self,
+        map: u32,
+        name: &[u8],
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> HostResult<Option<T>> {
         let filter = self.stream()?;
         let mut value = EnvoyBuffer::EMPTY;
         // SAFETY: the live stream; `value` is a live out-parameter; the count
@@ -275,10 +279,12 @@ impl<'a> NativeHost<'a> {
         if !found || value.ptr.is_null() {
             return Ok(None);
         }
-        // SAFETY: Envoy's value, valid in this hook.
-        Ok(Some(unsafe { value.bytes() }.to_vec()))
+        // SAFETY: Envoy's value, valid in this hook; `read` cannot keep it.
+        Ok(Some(read(unsafe { value.bytes() })))
     }
 
+    /// Make Envoy pick the route again: a dynamic module's header writes do not
+    /// clear the route cache by themselves.
     fn clear_route_cache(&self) {
         if let Ok(filter) = self.stream() {
             // SAFETY: the live stream of the current hook.
@@ -375,25 +381,7 @@ impl Host for NativeHost<'_> {
     }
 
     fn response_status(&self) -> HostResult<Option<Status>> {
-        let filter = self.stream()?;
-        let mut value = EnvoyBuffer::EMPTY;
-        // SAFETY: the live stream; `value` is a live out-parameter; the count
-        // pointer may be null.
-        let found = unsafe {
-            abi::envoy_dynamic_module_callback_http_get_header(
-                filter,
-                abi::RESPONSE_HEADER,
-                ModuleBuffer::of(b":status"),
-                &mut value,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        if !found || value.ptr.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: Envoy's value, valid in this hook; read at once.
-        Ok(Some(Status::new(unsafe { value.bytes() })))
+        self.response_value(abi::RESPONSE_HEADER, b":status", Status::new)
     }
 
     fn grpc_status(&self, part: ResponsePart) -> HostResult<Option<Vec<u8>>> {
@@ -401,7 +389,7 @@ impl Host for NativeHost<'_> {
             ResponsePart::Headers => abi::RESPONSE_HEADER,
             ResponsePart::Trailers => abi::RESPONSE_TRAILER,
         };
-        self.response_value(map, b"grpc-status")
+        self.response_value(map, b"grpc-status", <[u8]>::to_vec)
     }
 
     fn add_response_header(&self, name: &str, value: &str) -> HostResult<()> {
