@@ -114,6 +114,15 @@ impl Status {
         Status(text.try_into().unwrap_or(*b"000"))
     }
 
+    /// The status `code` as its three digits; `None` outside 100..=999.
+    pub fn from_code(code: u64) -> Option<Status> {
+        if !(100..=999).contains(&code) {
+            return None;
+        }
+        let digit = |n: u64| b'0' + (n % 10) as u8;
+        Some(Status([digit(code / 100), digit(code / 10), digit(code)]))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -950,3 +950,14 @@ fn a_status_kept_inline_reads_as_its_text() {
         assert_eq!(status.as_bytes() == b"200", text == b"200");
     }
 }
+
+#[test]
+fn a_status_code_reads_as_the_text_envoy_would_write() {
+    for code in 0..=1_200u64 {
+        let expected = (100..=999)
+            .contains(&code)
+            .then(|| Status::new(code.to_string().as_bytes()));
+        assert_eq!(Status::from_code(code), expected, "{code}");
+    }
+    assert_eq!(Status::from_code(u64::MAX), None);
+}

@@ -98,6 +98,10 @@ pub(crate) const LOG_WARN: u32 = 3;
 pub(crate) const LOG_ERROR: u32 = 4;
 pub(crate) const LOG_CRITICAL: u32 = 5;
 
+/// `envoy_dynamic_module_type_attribute_id_ResponseCode` (`response.code`), the
+/// sixteenth attribute of the enum.
+pub(crate) const ATTRIBUTE_RESPONSE_CODE: u32 = 15;
+
 /// `envoy_dynamic_module_type_metrics_result_Success`
 pub(crate) const METRICS_SUCCESS: u32 = 0;
 
@@ -140,6 +144,11 @@ extern "C" {
         value: ModuleBuffer,
     ) -> bool;
     pub(crate) fn envoy_dynamic_module_callback_http_clear_route_cache(filter: FilterEnvoyPtr);
+    pub(crate) fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+        filter: FilterEnvoyPtr,
+        attribute_id: u32,
+        result: *mut u64,
+    ) -> bool;
     pub(crate) fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
         filter: FilterEnvoyPtr,
         key: ModuleBuffer,

@@ -24,6 +24,8 @@ struct Fake {
     filter_state: Vec<(Vec<u8>, Vec<u8>)>,
     /// (name, value) by id, every kind in one list.
     metrics: Vec<(String, u64)>,
+    /// The stream's `response.code` attribute; `None`: Envoy has none.
+    response_code: Option<u64>,
 }
 
 thread_local! {
@@ -106,6 +108,21 @@ extern "C" fn envoy_dynamic_module_callback_http_get_header(
             });
         unsafe { *result = found.unwrap_or(EnvoyBuffer::EMPTY) };
         found.is_some()
+    })
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+    _filter: *mut c_void,
+    attribute_id: u32,
+    result: *mut u64,
+) -> bool {
+    assert_eq!(attribute_id, super::abi::ATTRIBUTE_RESPONSE_CODE);
+    FAKE.with_borrow(|f| {
+        if let Some(code) = f.response_code {
+            unsafe { *result = code };
+        }
+        f.response_code.is_some()
     })
 }
 
@@ -437,6 +454,42 @@ fn requests_are_decided_like_the_core_and_counted() {
         "{metrics:?}"
     );
     assert!(metrics.iter().any(|(n, _)| n.ends_with("weight_bp")));
+    envoy_dynamic_module_on_http_filter_config_destroy(config);
+}
+
+#[test]
+fn responses_are_classed_by_the_code_envoy_recorded_else_by_their_status_header() {
+    let config = new_config(CONFIG);
+    assert!(!config.is_null(), "{:?}", logs());
+    let responses = |class: &str| -> u64 {
+        FAKE.with_borrow(|f| {
+            f.metrics
+                .iter()
+                .filter(|(n, _)| n.ends_with(&format!(";.;class=.={class};.;responses")))
+                .map(|(_, v)| v)
+                .sum()
+        })
+    };
+    let headers = [(":path", "/"), ("x-user-id", "alice")];
+    // Recorded: the stream's code, whatever the header map holds (`:status` 200).
+    for (code, class) in [(503, "5xx"), (404, "4xx"), (200, "2xx")] {
+        let before = responses(class);
+        FAKE.with_borrow_mut(|f| f.response_code = Some(code));
+        request(config, &headers);
+        assert_eq!(responses(class), before + 1, "{code}");
+    }
+    // None recorded, or out of range: the `:status` header (200).
+    for code in [None, Some(0), Some(1_000)] {
+        let before = (responses("2xx"), responses("5xx"));
+        FAKE.with_borrow_mut(|f| f.response_code = code);
+        request(config, &headers);
+        assert_eq!(
+            (responses("2xx"), responses("5xx")),
+            (before.0 + 1, before.1),
+            "{code:?}"
+        );
+    }
+    FAKE.with_borrow_mut(|f| f.response_code = None);
     envoy_dynamic_module_on_http_filter_config_destroy(config);
 }
 
