@@ -274,6 +274,13 @@ impl<'r, C: ClaimSource> Request<'r, C> {
             self.headers.insert(slot, value, self.slots.header_count());
             return;
         };
+        self.index_repeat(slot, first, value);
+    }
+
+    /// A header read a second time: rare, and out of the header walk's line.
+    #[cold]
+    #[inline(never)]
+    fn index_repeat(&mut self, slot: usize, first: &'r [u8], value: &'r [u8]) {
         self.repeats.push((slot, value));
         match self.joined.iter_mut().find(|(s, _)| *s == slot) {
             Some((_, joined)) => {

@@ -233,21 +233,7 @@ fn new_stream(config: &Arc<NativeConfig>) -> Option<FilterStream> {
     WORKERS.with_borrow_mut(|workers| {
         let worker = match workers.iter().position(|w| w.id == config.id) {
             Some(i) => workers.get_mut(i),
-            None => {
-                // Instances of configurations Envoy has destroyed go now.
-                workers.retain(|w| w.config.strong_count() > 0);
-                let mut root = FilterRoot::new(rng(&host));
-                root.configure(&host);
-                let tick_ms = host.tick_ms.get().max(1);
-                workers.push(Worker {
-                    id: config.id,
-                    config: Arc::downgrade(config),
-                    root,
-                    tick_ms,
-                    next_tick_ms: now.saturating_add(i64::from(tick_ms)),
-                });
-                workers.last_mut()
-            }
+            None => first_use(workers, config, &host, now),
         }?;
         if now >= worker.next_tick_ms {
             worker.root.tick(&host);
@@ -255,6 +241,31 @@ fn new_stream(config: &Arc<NativeConfig>) -> Option<FilterStream> {
         }
         Some(worker.root.stream())
     })
+}
+
+/// This worker's first stream of `config`: its instance, configured. Out of
+/// line, so that the code of every other stream's start stays compact.
+#[cold]
+#[inline(never)]
+fn first_use<'w>(
+    workers: &'w mut Vec<Worker>,
+    config: &Arc<NativeConfig>,
+    host: &NativeHost<'_>,
+    now: i64,
+) -> Option<&'w mut Worker> {
+    // Instances of configurations Envoy has destroyed go now.
+    workers.retain(|w| w.config.strong_count() > 0);
+    let mut root = FilterRoot::new(rng(host));
+    root.configure(host);
+    let tick_ms = host.tick_ms.get().max(1);
+    workers.push(Worker {
+        id: config.id,
+        config: Arc::downgrade(config),
+        root,
+        tick_ms,
+        next_tick_ms: now.saturating_add(i64::from(tick_ms)),
+    });
+    workers.last_mut()
 }
 
 /// One HTTP stream: the filter's state, or `None` after a panic in its creation.
