@@ -133,7 +133,11 @@ LISTENERS = [n for n in ALL_LISTENERS + OPTIONAL_LISTENERS
 # BENCH_VARIANTS=a=/tmp/a.wasm,b=/tmp/b.wasm adds listeners `variant-a`, ... that
 # run other builds of the filter with the typical config, measured in the same
 # Envoy and rounds as the rest: the way to A/B a change to the hot path. Their
-# routing is not checked (a variant may stub out a host call to price it).
+# routing is not checked (a variant may stub out a host call to price it). A path
+# ending in `.so` is a build of the native module instead (copied next to
+# target/native/libcanary_router.so as libcanary_router_variant_<name>.so), so
+# that `SIM_LISTENERS=native-module,variant-a make bench-simultaneous` A/Bs a
+# native change in µs with both builds loaded at once.
 VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v)
 LISTENERS += [f"variant-{name}" for name in VARIANTS]
 FULL = [n for n in LISTENERS if n not in OPTIONAL_LISTENERS] == ALL_LISTENERS
@@ -582,8 +586,13 @@ def listener_filters(name: str, filter_wasm: Path, empty_wasm: Path) -> tuple[li
     if name == "native-module":
         return [dynamic_module_filter(json.dumps(plugin_config(False)))], header_routes()
     if name.startswith("variant-"):
-        wasm = Path(VARIANTS[name[len("variant-"):]])
-        return [wasm_filter(name, wasm, json.dumps(plugin_config(False)))], header_routes()
+        build = Path(VARIANTS[name[len("variant-"):]])
+        if build.suffix == ".so":
+            module = f"canary_router_variant_{name[len('variant-'):]}"
+            shutil.copyfile(build, NATIVE_MODULE_DIR / f"lib{module}.so")
+            return ([dynamic_module_filter(json.dumps(plugin_config(False)), module)],
+                    header_routes())
+        return [wasm_filter(name, build, json.dumps(plugin_config(False)))], header_routes()
     if name in ("canary-router-cohort-edge", "canary-router-cohort-mesh"):
         config = plugin_config(False)
         config["metrics_prefix"] = stat_prefix(name)
